@@ -1,0 +1,28 @@
+"""zeropur-bench: ZeroPur zero-shot adversarial purification as a RobustBench / AutoAttack benchmark plugin.
+
+    from zeropur_bench import ZeroPur, load_defended_model, load_classifier, load_data
+    defense = ZeroPur(classifier, profile="authors", stages="cf", blur="median:3")
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .classifiers import load_classifier
+from .data import load_data
+from .errors import UserError
+
+__all__ = ["ZeroPur", "load_defended_model", "load_classifier", "load_data", "evaluate", "EvalConfig", "UserError",
+           "__version__"]
+
+
+def __getattr__(name: str):
+    # Lazy: importing the package stays cheap for the CLI's --help.
+    if name in ("ZeroPur", "load_defended_model"):
+        from . import defense
+
+        return getattr(defense, name)
+    if name in ("evaluate", "EvalConfig", "AttackSpec", "DefenseSpec"):
+        from . import evaluate as ev
+
+        return getattr(ev, name)
+    raise AttributeError(f"module 'zeropur_bench' has no attribute {name!r}")

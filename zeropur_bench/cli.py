@@ -1,0 +1,309 @@
+"""``zeropur-bench``: a thin Click layer over the Python API (data → classifier → defense → attack → record →
+table). Every user error ends in one line on stderr and exit status 2."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .errors import UserError
+
+DATASET_CHOICES = ("cifar10", "cifar100", "imagenet")
+SHIPPED = Path(__file__).resolve().parent / "weights"
+
+
+def _friendly(fn: Callable) -> Callable:
+    """Turn UserError (and Ctrl-C) into one line and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; rerun the same command to resume from the last finished batch", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def parse_number(text: str, what: str = "value") -> float:
+    """'8/255', '0.031', '0.5' → float."""
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{what} must be a number or a fraction like 8/255, got '{text}'") from None
+
+
+def parse_value(text: str) -> Any:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    if "/" in text or any(ch.isdigit() for ch in text):
+        try:
+            return float(Fraction(text))
+        except (ValueError, ZeroDivisionError):
+            pass
+    if "|" in text:  # a list, e.g. lambdas=0.1|1|10
+        return [parse_value(t) for t in text.split("|")]
+    return text
+
+
+def parse_kv(items: str, what: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in items.split(","))):
+        if "=" not in item:
+            raise UserError(f"{what}: expected KEY=VALUE, got '{item}'")
+        k, v = item.split("=", 1)
+        out[k.strip().replace("-", "_")] = parse_value(v)
+    return out
+
+
+def parse_attack(text: str):
+    """``NAME`` or ``NAME:key=value,key=value`` (e.g. ``pgd:steps=40``, ``autoattack:version=standard``)."""
+    from .evaluate import AttackSpec
+
+    name, _, rest = text.partition(":")
+    return AttackSpec(name=name.strip(), params=parse_kv(rest, f"--attack {text}"))
+
+
+def default_model(dataset: str) -> tuple[str, str | None, str | None, str]:
+    """(model, checkpoint, recipe, message): the project's shipped weights where they exist, else RobustBench's
+    ``Standard``."""
+    shipped = SHIPPED / f"{dataset}_resnet20_standard.pt"
+    if shipped.is_file():
+        return "resnet20", str(shipped), "standard", f"default classifier: shipped {shipped.name} (ResNet-20)"
+    return "Standard", None, None, ("default classifier: RobustBench 'Standard' (WRN-28-10); offline it needs "
+                                    "models/<dataset>/Linf/Standard.pt — or pass e.g. --model resnet20 "
+                                    "--checkpoint ../shared/weights/cifar10/resnet20.th")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="zeropur-bench")
+def main() -> None:
+    """ZeroPur purification benchmarks for RobustBench / AutoAttack.
+
+    \b
+    Example:
+      zeropur-bench run --dataset cifar10 --threat linf --model resnet20 \\
+          --checkpoint ../shared/weights/cifar10/resnet20.th --n-ex 200
+      zeropur-bench table --out results/table2.md
+    """
+
+
+@main.command("run")
+@click.option("--dataset", type=click.Choice(DATASET_CHOICES), default="cifar10", show_default=True)
+@click.option("--threat", type=click.Choice(["linf", "l2"], case_sensitive=False), default="linf", show_default=True,
+              help="Threat model of the ATTACK. Purification stays L∞ with its own budget (eps_c, eps_f) whatever "
+                   "the threat model, as in the paper.")
+@click.option("--model", default=None, help="RobustBench zoo name or built-in architecture (see `list`). Default: "
+              "the project's shipped weights for the dataset where they exist, else RobustBench 'Standard'.")
+@click.option("--checkpoint", default=None, help="Local checkpoint for a built-in architecture.")
+@click.option("--model-dir", default=None, help="Folder of RobustBench checkpoints (<dir>/<dataset>/<threat>/<name>.pt).")
+@click.option("--data-dir", default=None, help="Data folder (default: $ZEROPUR_BENCH_DATA, else ./data).")
+@click.option("--defense", type=click.Choice(["zeropur", "none"]), default="zeropur", show_default=True)
+@click.option("--stages", multiple=True, type=click.Choice(["c", "cf"]),
+              help="Coarse only (c) and/or coarse + fine (cf); repeat for several variants on ONE adversarial "
+                   "set. Default: both.")
+@click.option("--profile", type=click.Choice(["authors", "paper"]), default="authors", show_default=True,
+              help="Hyperparameters as the authors' code runs them, or as the paper states them.")
+@click.option("--blur", multiple=True, help="Blur spec: median:3 (default), gaussian:1.2, tv:0.1 ... Repeatable.")
+@click.option("--zp", "zp_overrides", default="", help="ZeroPur overrides, e.g. 'coarse_steps=5,fine_steps=20'.")
+@click.option("--attack", "attacks", multiple=True,
+              help="Registered attack, optionally with parameters: NAME[:k=v,...], e.g. pgd:steps=40 or "
+                   "autoattack:version=standard. Repeatable. Default: pgd (PGD-20) and autoattack:version=rand (labelled autoattack-rand).")
+@click.option("--setting", type=click.Choice(["transfer", "adaptive"]), default="transfer", show_default=True,
+              help="transfer: crafted on the bare classifier then purified (Tables 2–5); adaptive: crafted "
+                   "against the defended model (Table 6).")
+@click.option("--eps", default=None, help="Attack budget, e.g. 8/255. Default: Linf 8/255 (CIFAR), 4/255 "
+              "(ImageNet); L2 0.5.")
+@click.option("--n-ex", type=int, default=None, help="Number of test examples (the first n). Default: 100 for "
+              "the built-in CIFAR ResNets (a few minutes on 2 CPU cores), 10 for RobustBench zoo models "
+              "(WRN-28-10 is ~40x slower on CPU).")
+@click.option("--batch-size", type=int, default=100, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--dtype", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+              help="bf16 = autocast; validate against fp32 before reporting bf16 numbers.")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format (faster convolutions on CPU).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Attack and defense seed.")
+@click.option("--data-seed", type=int, default=None, help="Take a seeded random subset instead of the first n.")
+@click.option("--estimator", type=click.Choice(["one-shot", "logit-avg", "majority"]), default="one-shot",
+              show_default=True, help="How a stochastic defense is judged (collapses to one call if deterministic).")
+@click.option("--estimator-n", type=int, default=1, show_default=True)
+@click.option("--recipe", default=None, help="How the classifier was trained (vanilla/standard/strong), for tables.")
+@click.option("--out", default=None, help="Record path (default: results/<dataset>-<threat>-<model>-<setting>-<hash>.json).")
+@click.option("--no-progress", is_flag=True)
+@_friendly
+def run_cmd(dataset: str, threat: str, model: str | None, checkpoint: str | None, model_dir: str | None,
+            data_dir: str | None, defense: str, stages: tuple[str, ...], profile: str, blur: tuple[str, ...],
+            zp_overrides: str, attacks: tuple[str, ...], setting: str, eps: str | None, n_ex: int | None,
+            batch_size: int, device: str, dtype: str, channels_last: bool, seed: int, data_seed: int | None,
+            estimator: str, estimator_n: int, recipe: str | None, out: str | None, no_progress: bool) -> None:
+    """Evaluate a (defended) classifier under attack and write a record under results/.
+
+    \b
+    Examples:
+      zeropur-bench run --dataset cifar10 --threat linf --model resnet20 \\
+          --checkpoint ../shared/weights/cifar10/resnet20.th --n-ex 200
+      zeropur-bench run --model resnet20 --checkpoint ../shared/weights/cifar10/resnet20.th \\
+          --setting adaptive --attack bpda-eot:steps=10 --stages c --n-ex 50
+    """
+    from .archs import ARCHS
+    from .evaluate import AttackSpec, DefenseSpec, EvalConfig, Evaluator, default_out
+
+    if model is None:
+        model, default_ckpt, default_recipe, msg = default_model(dataset)
+        checkpoint = checkpoint or default_ckpt
+        recipe = recipe or default_recipe
+        click.echo(msg, err=True)
+    elif model == "resnet20" and checkpoint and "shared/weights/cifar10" in checkpoint and recipe is None:
+        recipe = "standard-padcrop"
+    if n_ex is None:
+        n_ex = 100 if model in ARCHS and model.startswith("resnet") and model != "resnet18" else 10
+    attack_specs = [parse_attack(a) for a in attacks] or [
+        AttackSpec("pgd"), AttackSpec("autoattack", {"version": "rand"}, label="autoattack-rand")]
+    overrides = parse_kv(zp_overrides, "--zp")
+    if defense == "none":
+        variants = [DefenseSpec(name="none")]
+    else:
+        stage_list = list(dict.fromkeys(stages)) or ["c", "cf"]
+        blurs = list(dict.fromkeys(blur)) or ["median:3"]
+        variants = []
+        for b in blurs:
+            for s in stage_list:
+                label = f"zeropur-{s}" if len(blurs) == 1 else f"zeropur-{s}-{b}"
+                variants.append(DefenseSpec(profile=profile, stages=s, blur=b, overrides=overrides, label=label))
+        from .defense import ZeroPur  # validate blur specs / overrides before any work
+        from .defense.blur import make_blur
+
+        for b in blurs:
+            make_blur(b)
+    config = EvalConfig(model=model, dataset=dataset, threat=threat, setting=setting,
+                        eps=parse_number(eps, "--eps") if eps is not None else None,
+                        attacks=attack_specs, defenses=variants, checkpoint=checkpoint, model_dir=model_dir,
+                        n_ex=n_ex, data_seed=data_seed, seed=seed, estimator=estimator, estimator_n=estimator_n,
+                        batch_size=batch_size, device=device, dtype=dtype, channels_last=channels_last,
+                        recipe=recipe)
+    out_path = Path(out) if out else default_out(config)
+    ev = Evaluator(config, data_dir=data_dir)
+    record = ev.run(out=out_path, progress=not no_progress)
+    click.echo(summary_text(record))
+    resumed = f" (resumed {ev.batches_resumed} finished batches)" if ev.batches_resumed else ""
+    click.echo(f"record written to {out_path}{resumed}")
+
+
+def summary_text(record: dict) -> str:
+    """The end-of-run table: accuracy [95% CI] per defense variant and attack."""
+    import pandas as pd
+
+    c = record["config"]
+    pct = lambda a, ci: f"{100 * a:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"  # noqa: E731
+    rows = []
+    bare = record.get("bare_classifier")
+    if bare is not None:
+        s = bare
+        rows.append({"defense": "none (bare classifier)", "clean": pct(s["clean_acc"], s["ci95"]["clean_acc"]),
+                     **{a: pct(s["robust_acc"][a], s["ci95"]["robust_acc"][a]) for a in s["robust_acc"]},
+                     "worst case": pct(s["worst_case_acc"], s["ci95"]["worst_case_acc"])})
+    for k, v in record["variants"].items():
+        s = v["summary"]
+        row = {"defense": k, "clean": pct(s["defended_clean_acc"], s["ci95"]["defended_clean_acc"])}
+        for a in s["robust_acc"]:
+            row[a] = pct(s["robust_acc"][a], s["ci95"]["robust_acc"][a])
+            if "robust_final_acc" in s:
+                row[a + " (final only)"] = pct(s["robust_final_acc"][a], s["ci95"]["robust_final_acc"][a])
+        row["worst case"] = pct(s["worst_case_acc"], s["ci95"]["worst_case_acc"])
+        rows.append(row)
+    head = (f"{c['dataset']} {c['threat']} eps={c['eps_str']} {c['setting']} | model {c['model']} | n={record['summary']['n']}"
+            f" | accuracy % [95% Wilson CI]")
+    return head + "\n" + pd.DataFrame(rows).to_markdown(index=False)
+
+
+@main.command("table")
+@click.option("--out", required=True, help="Output file, e.g. results/table2.md (the table number is taken from "
+              "the name unless --table is given; .csv / .tex choose the format).")
+@click.option("--table", "table_no", type=int, default=None, help="Paper table number: 2, 3, 4, 5 or 6.")
+@click.option("--results", "results_dir", default="results", show_default=True, help="Folder of run records.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default=None,
+              help="Default: from the file suffix (.md markdown, .csv, .tex latex).")
+@_friendly
+def table_cmd(out: str, table_no: int | None, results_dir: str, fmt: str | None) -> None:
+    """Render one of the paper's Tables 2–6 from the records found plus the reference rows in leaderboards/.
+
+    \b
+    Example:
+      zeropur-bench table --out results/table2.md
+      zeropur-bench table --out results/t4.csv --table 4
+    """
+    from .records import write_text_atomic
+    from .tables import infer_format, infer_table_number, load_records, render_table
+
+    number = table_no if table_no is not None else infer_table_number(out)
+    if number not in (2, 3, 4, 5, 6):
+        raise UserError(f"table {number} is not one of the paper's result tables 2, 3, 4, 5, 6")
+    fmt = fmt or infer_format(out)
+    text = render_table(number, load_records(results_dir), fmt=fmt)
+    write_text_atomic(out, text)
+    click.echo(text)
+    click.echo(f"table {number} written to {out}", err=True)
+
+
+@main.command("list")
+@_friendly
+def list_cmd() -> None:
+    """List datasets, built-in architectures, attacks with their defaults, defense profiles and blurs.
+
+    \b
+    Example:
+      zeropur-bench list
+    """
+    import pandas as pd
+
+    from .archs import ARCHS
+    from .attacks import ATTACKS
+    from .data import DATASETS
+    from .defense import PROFILES
+
+    click.echo("Datasets:")
+    click.echo(pd.DataFrame([{"dataset": k, "classes": v["num_classes"], "splits": ", ".join(v["splits"])}
+                             for k, v in DATASETS.items()]).to_markdown(index=False))
+    click.echo("\nBuilt-in architectures (use with --checkpoint); any RobustBench zoo name also works:")
+    click.echo(pd.DataFrame([{"name": a.name, "params (M)": a.params_m, "description": a.description}
+                             for a in ARCHS.values()]).to_markdown(index=False))
+    click.echo("\nAttacks (--attack NAME[:k=v,...]):")
+    rows = []
+    for name, cls in sorted(ATTACKS.items()):
+        setting = "adaptive" if (cls.needs_defense or cls.adaptive_only) else "transfer, adaptive"
+        rows.append({"attack": name, "settings": setting, "norms": ", ".join(cls.norms),
+                     "defaults": ", ".join(f"{k}={_short(v)}" for k, v in cls.defaults.items())})
+    click.echo(pd.DataFrame(rows).to_markdown(index=False))
+    click.echo("\nZeroPur profiles (--profile; override single knobs with --zp k=v):")
+    frame = pd.DataFrame({k: {kk: _short(vv) for kk, vv in v.items()} for k, v in PROFILES.items()})
+    click.echo(frame.to_markdown())
+    click.echo("\nBlurs (--blur): median:K (K×K median), gaussian:SIGMA, tv:WEIGHT (total-variation minimisation)")
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, float):
+        frac = Fraction(v * 255).limit_denominator(10)
+        if 0 < v <= 32 / 255 and abs(float(frac) / 255 - v) < 1e-9:
+            return f"{frac}/255"
+        return f"{v:g}"
+    return str(v)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

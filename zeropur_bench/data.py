@@ -1,0 +1,141 @@
+"""Datasets: the first ``n`` examples of a split as ``(x, y)``, with provenance.
+
+x is float32 in [0, 1], NCHW; y is int64. Sources, in order:
+
+1. ``<data_dir>/<dataset>_<split>.npz`` (x uint8 NHWC, y): what ``../shared/data/prepare.py`` writes;
+2. the torchvision / RobustBench layout in ``data_dir`` through robustbench's loaders (these download when
+   online; CIFAR only has a test split there);
+3. ImageNet from ``<data_dir>/imagenet/val`` (or ``<data_dir>/val``) through robustbench's loader.
+
+``data_dir`` comes from the caller (the CLI's ``--data-dir``), else ``$ZEROPUR_BENCH_DATA``, else ``./data``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal, overload
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+DATASETS: dict[str, dict] = {
+    "cifar10": {"num_classes": 10, "shape": (3, 32, 32), "splits": ("test", "train")},
+    "cifar100": {"num_classes": 100, "shape": (3, 32, 32), "splits": ("test", "train")},
+    "imagenet": {"num_classes": 1000, "shape": (3, 224, 224), "splits": ("test",)},
+}
+ENV_VAR = "ZEROPUR_BENCH_DATA"
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What was loaded: enough to refuse comparing results made on different data."""
+
+    dataset: str
+    split: str
+    n: int
+    source: str  # "npz" | "torchvision" | "imagefolder"
+    path: str
+    sha256: str  # of the returned slice: x as float32 bytes, then y as int64 bytes
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """The data directory: the argument, else ``$ZEROPUR_BENCH_DATA``, else ``./data``."""
+    if data_dir is not None:
+        return Path(data_dir)
+    return Path(os.environ.get(ENV_VAR) or "data")
+
+
+def slice_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
+    h = hashlib.sha256()
+    h.update(x.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
+    h.update(y.detach().to(torch.int64).contiguous().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_dataset(dataset: str, split: str = "test") -> None:
+    if dataset not in DATASETS:
+        raise UserError(f"unknown dataset '{dataset}'; known: {', '.join(DATASETS)}")
+    if split not in DATASETS[dataset]["splits"]:
+        raise UserError(f"dataset '{dataset}' has no split '{split}'; known: {', '.join(DATASETS[dataset]['splits'])}")
+
+
+def _missing_message(dataset: str, split: str, root: Path, why: str) -> str:
+    return (f"no {dataset} {split} data found in '{root}' ({why}). Provide it one of these ways: "
+            f"(1) decode the shared copy: `python ../shared/data/prepare.py {root}` (writes {dataset}_{split}.npz); "
+            f"(2) point --data-dir or ${ENV_VAR} at a folder holding {dataset}_{split}.npz or the torchvision "
+            f"layout; (3) run once online so robustbench/torchvision can download it into that folder.")
+
+
+def _load_npz(path: Path, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    with np.load(path) as d:
+        if "x" not in d or "y" not in d:
+            raise UserError(f"'{path}' must hold arrays 'x' (uint8 N×H×W×C) and 'y'; found {sorted(d.files)}")
+        x_np, y_np = d["x"], d["y"]
+    if x_np.ndim != 4 or x_np.dtype != np.uint8:
+        raise UserError(f"'{path}': x must be uint8 N×H×W×C, got {x_np.dtype} {x_np.shape}")
+    if n is not None:
+        x_np, y_np = x_np[:n], y_np[:n]
+    x = torch.from_numpy(np.ascontiguousarray(x_np)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    y = torch.from_numpy(np.asarray(y_np).astype(np.int64))
+    return x, y
+
+
+def _load_robustbench(dataset: str, split: str, root: Path, n: int | None) -> tuple[torch.Tensor, torch.Tensor, str]:
+    from ._compat import import_robustbench
+
+    rb = import_robustbench()
+    if dataset == "imagenet":
+        folder = root / "imagenet" if (root / "imagenet" / "val").is_dir() else root
+        if not (folder / "val").is_dir():
+            raise FileNotFoundError(f"no ImageNet folder '{folder / 'val'}'")
+        x, y = rb.data.load_imagenet(n_examples=n or 5000, data_dir=str(folder))
+        return x, y.long(), "imagefolder"
+    if split != "test":
+        raise FileNotFoundError("robustbench's loaders only provide the test split")
+    loader = rb.data.load_cifar10 if dataset == "cifar10" else rb.data.load_cifar100
+    x, y = loader(n_examples=n, data_dir=str(root))
+    return x, y.long(), "torchvision"
+
+
+@overload
+def load_data(dataset: str, split: str = ..., n: int | None = ..., data_dir: str | os.PathLike | None = ...,
+              return_info: Literal[False] = ...) -> tuple[torch.Tensor, torch.Tensor]: ...
+@overload
+def load_data(dataset: str, split: str = ..., n: int | None = ..., data_dir: str | os.PathLike | None = ...,
+              *, return_info: Literal[True]) -> tuple[torch.Tensor, torch.Tensor, DataInfo]: ...
+
+
+def load_data(dataset: str, split: str = "test", n: int | None = None, data_dir: str | os.PathLike | None = None,
+              return_info: bool = False):
+    """The first ``n`` examples (all if ``None``) of ``dataset``'s ``split``, as RobustBench takes them.
+
+    Returns ``(x, y)`` or, with ``return_info=True``, ``(x, y, DataInfo)``.
+    """
+    check_dataset(dataset, split)
+    if n is not None and n <= 0:
+        raise UserError(f"n must be a positive number of examples, got {n}")
+    root = resolve_data_dir(data_dir)
+    npz = root / f"{dataset}_{split}.npz"
+    if npz.is_file():
+        x, y = _load_npz(npz, n)
+        source, path = "npz", str(npz)
+    else:
+        try:
+            x, y, source = _load_robustbench(dataset, split, root, n)
+        except UserError:
+            raise
+        except Exception as exc:  # offline download failure, missing folder, md5 mismatch ...
+            why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise UserError(_missing_message(dataset, split, root, why[:200])) from None
+        path = str(root)
+    if n is not None and len(x) < n:
+        raise UserError(f"asked for n={n} {dataset} {split} examples but '{path}' holds only {len(x)}")
+    info = DataInfo(dataset=dataset, split=split, n=len(x), source=source, path=path, sha256=slice_sha256(x, y))
+    return (x, y, info) if return_info else (x, y)
