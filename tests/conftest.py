@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ZEROPUR_BENCH_SHARED", REPO.parent / "shared"))
 WEIGHTS = SHARED / "weights" / "cifar10"
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(int(os.environ.get("ZEROPUR_BENCH_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")

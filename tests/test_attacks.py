@@ -89,12 +89,13 @@ def test_pass_counts_are_exact(cifar10_test, resnet20) -> None:
     assert atk.last_info["forward_passes"] == 4 * 8
 
 
-def _ordering(n: int, eps_255: int, cifar10_test, resnet20) -> None:
+def _ordering(n: int, eps_255: int, cifar10_test, resnet20, aa_iter: int = 100) -> None:
     x, y = cifar10_test[0][:n], cifar10_test[1][:n]
     eps = eps_255 / 255
     accs = {}
     for label, name, kw in [("fgsm", "pgd", {"steps": 1, "step": eps, "random_start": False}),
-                            ("pgd20", "pgd", {}), ("aa-standard", "autoattack", {"version": "standard"})]:
+                            ("pgd20", "pgd", {}),
+                            ("aa-standard", "autoattack", {"version": "standard", "n_iter": aa_iter})]:
         accs[label] = _robust_acc(resnet20, make_attack(name, resnet20, eps=eps, **kw)(x, y), y)
     print(f"n {n}, eps {eps_255}/255, clean {_robust_acc(resnet20, x, y):.3f}: {accs}")
     assert accs["aa-standard"] <= accs["pgd20"] <= accs["fgsm"]
@@ -102,8 +103,10 @@ def _ordering(n: int, eps_255: int, cifar10_test, resnet20) -> None:
 
 
 def test_attack_strength_ordering_quick(cifar10_test, resnet20) -> None:
-    """Bare ResNet-20, first 64 test images, eps 2/255: AutoAttack standard <= PGD-20 <= one-step PGD (FGSM)."""
-    _ordering(64, 2, cifar10_test, resnet20)
+    """Bare ResNet-20, first 64 test images, eps 1/255: AutoAttack standard's four attacks with 20 iterations
+    (Square 1000 queries) <= PGD-20 <= one-step PGD (FGSM). The 100-iteration run is the slow test below; Square's
+    5000 sequential queries alone take minutes on a shared CPU."""
+    _ordering(64, 1, cifar10_test, resnet20, aa_iter=20)
 
 
 @pytest.mark.slow
@@ -226,3 +229,17 @@ def test_pgd_eot_preset(tiny_zeropur) -> None:
     atk = make_attack("pgd-eot", tiny_zeropur, preset="lee-kim")
     assert (atk.params["steps"], atk.params["step"], atk.params["eot_iter"]) == (200, 0.007, 20)
     assert make_attack("pgd-eot", tiny_zeropur, preset="lee-kim", steps=5).params["steps"] == 5
+
+
+def test_options_fine_term_and_surrogate(cifar10_test, resnet20) -> None:
+    from zeropur_bench.defense.zeropur import ZeroPur
+
+    x, y = cifar10_test[0][:4], cifar10_test[1][:4]
+    defense = ZeroPur(resnet20, stages="cf", coarse_steps=1, fine_steps=1)
+    atk = make_attack("defense-aware", defense, steps=1, fine_term=True, lambdas=(1.0,))
+    x_adv = atk(x, y)
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6 and set(atk.last_info["broken_per_lambda"]) == {"1.0"}
+    atk = make_attack("pgd-eot", defense, steps=1, surrogate="normalized")
+    atk(x, y)
+    assert atk.last_info["surrogate"] == "normalized"
+    assert defense.surrogate == "sign" and defense.grad_mode == "bpda"  # the defense's settings are restored

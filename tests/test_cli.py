@@ -54,7 +54,7 @@ def test_list_shows_everything():
     res = CliRunner().invoke(main, ["list"])
     assert res.exit_code == 0
     for word in ("cifar100", "resnet56", "wrn-28-10", "bpda-eot", "defense-aware", "autoattack", "authors", "paper",
-                 "median:K"):
+                 "median:k"):
         assert word in res.output, word
 
 

@@ -261,7 +261,7 @@ def test_paper_cells_filled_by_matching_records() -> None:
             ("ZeroPur-V-C-F", "ResNet-18")]
     wrn_sc = next(r for r in missing if r["method"].startswith("ZeroPur-S-C ") and r["architecture"] == "WideResNet-28-10")
     assert wrn_sc["command"] == ("zeropur-bench run --dataset cifar10 --threat linf --model wrn-28-10 "
-                                 "--checkpoint PATH/TO/wrn-28-10-strong.pt --stages c --profile paper "
+                                 "--checkpoint PATH/TO/wrn-28-10-strong.pt --stages c --profile authors "
                                  "--blur gaussian:1.2 --attack pgd --attack autoattack:version=rand")
     assert all(r[h] == "" for r in missing for h in ("PGD-20", "AutoAttack"))
 

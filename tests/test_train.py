@@ -15,7 +15,7 @@ import torch
 
 from zeropur_bench.augment import AUG_PARAMS, augment, color_jitter, equalize, resized_crop_flip
 from zeropur_bench.errors import UserError
-from zeropur_bench.train import replay_first_losses, train
+from zeropur_bench.train import _locked, replay_first_losses, train
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "zeropur_bench" / "weights"
@@ -88,12 +88,12 @@ def test_color_ops_match_torchvision(c100_test) -> None:
 # ---------------------------------------------------------------- training
 
 def test_short_training_decreases_loss(data_dir: str, tmp_path: Path) -> None:
-    res = train("cifar100", "resnet20", "vanilla", 6, tmp_path / "run", batch_size=64, n_train=2048,
-                data_dir=data_dir, progress=False, eval_test=False, bf16=True, channels_last=True)
+    res = train("cifar100", "resnet20", "vanilla", 5, tmp_path / "run", batch_size=64, n_train=2048,
+                data_dir=data_dir, progress=False, eval_test=False, bf16=True, channels_last=True, num_threads=1)
     assert res["finished"]
     losses = [e["loss"] for e in res["log"]]
-    assert losses[-1] < losses[0] - 0.5, losses  # 192 SGD steps on real images
-    assert res["log"][-1]["train_acc"] > res["log"][0]["train_acc"] + 0.05
+    assert losses[-1] < losses[0] - 0.5, losses  # 160 SGD steps on real images
+    assert res["log"][-1]["train_acc"] > 2 * res["log"][0]["train_acc"] + 0.02  # 100 classes: chance is 0.01
     ck = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
     assert ck["recipe"]["aug"]["name"] == "vanilla" and ck["recipe"]["optimizer"]["weight_decay"] == 5e-4
     assert ck["normalization"]["mean"] == [0.5071, 0.4865, 0.4409]
@@ -102,7 +102,7 @@ def test_short_training_decreases_loss(data_dir: str, tmp_path: Path) -> None:
 
 def test_resume_reproduces_uninterrupted_run(data_dir: str, tmp_path: Path) -> None:
     kw = dict(batch_size=64, n_train=512, data_dir=data_dir, progress=False, eval_test=False, bf16=True,
-              channels_last=True)
+              channels_last=True, num_threads=1)
     full = train("cifar100", "resnet20", "strong", 3, tmp_path / "a", **kw)
     part = train("cifar100", "resnet20", "strong", 3, tmp_path / "b", stop_after=1, **kw)
     assert not part["finished"] and part["epoch"] == 1
@@ -119,30 +119,28 @@ def test_resume_reproduces_uninterrupted_run(data_dir: str, tmp_path: Path) -> N
     # the recipe is part of the run: resuming with other settings is refused, not silently mixed
     with pytest.raises(UserError, match="different recipe"):
         train("cifar100", "resnet20", "strong", 4, tmp_path / "b", **kw)
+    with _locked(tmp_path / "b"), pytest.raises(UserError, match="another process"):
+        train("cifar100", "resnet20", "strong", 3, tmp_path / "b", **kw)
 
 
 def test_sigkill_mid_epoch_then_resume(data_dir: str, tmp_path: Path) -> None:
     """kill -9 at an arbitrary moment, rerun the same command: same final weights as an uninterrupted run."""
     out = tmp_path / "k"
     cmd = [sys.executable, "-m", "zeropur_bench.train", "--dataset", "cifar100", "--arch", "resnet20", "--aug",
-           "standard", "--epochs", "4", "--out", str(out), "--batch-size", "64", "--n-train", "512",
+           "standard", "--epochs", "6", "--out", str(out), "--batch-size", "64", "--n-train", "512",
            "--data-dir", data_dir, "--num-threads", "1", "--no-progress", "--no-eval", "--bf16", "--channels-last"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
-    time.sleep(0.3)  # somewhere inside epoch 2 (or a later one)
+    time.sleep(0.2)  # somewhere inside epoch 2 (or a later one)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (out / "checkpoint.pt").exists()
+    assert (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()  # interrupted, not finished
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    torch.set_num_threads(1)
-    try:
-        ref = train("cifar100", "resnet20", "standard", 4, tmp_path / "ref", batch_size=64, n_train=512,
-                    data_dir=data_dir, progress=False, eval_test=False, bf16=True, channels_last=True)
-    finally:
-        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    train("cifar100", "resnet20", "standard", 6, tmp_path / "ref", batch_size=64, n_train=512, data_dir=data_dir,
+          progress=False, eval_test=False, bf16=True, channels_last=True, num_threads=1)
     a = torch.load(out / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)
     for k in a["state_dict"]:
@@ -153,9 +151,10 @@ def test_sigkill_mid_epoch_then_resume(data_dir: str, tmp_path: Path) -> None:
 
 def test_replay_first_losses_of_a_run(data_dir: str, tmp_path: Path) -> None:
     train("cifar100", "resnet20", "strong", 2, tmp_path / "r", batch_size=32, n_train=320, data_dir=data_dir,
-          progress=False, eval_test=False)
+          progress=False, eval_test=False, num_threads=1)
     meta = torch.load(tmp_path / "r" / "model.pt", weights_only=True)
-    assert replay_first_losses(meta, 5, data_dir=data_dir) == meta["first_step_losses"][:5]
+    assert meta["environment"]["num_threads"] == 1
+    assert replay_first_losses(meta, 5, data_dir=data_dir, num_threads=1) == meta["first_step_losses"][:5]
 
 
 def test_bad_arguments_are_user_errors(tmp_path: Path) -> None:
@@ -200,9 +199,6 @@ def test_shipped_checkpoint_reproduces_recorded_accuracy(aug: str, c100_test) ->
 @pytest.mark.parametrize("aug", SHIPPED)
 def test_shipped_checkpoint_first_losses_reproduced(aug: str, data_dir: str) -> None:
     meta = torch.load(WEIGHTS / f"cifar100_resnet20_{aug}.pt", map_location="cpu", weights_only=True)
-    threads = torch.get_num_threads()
-    try:  # same thread count as the recording run: bf16 kernels may split reductions by thread
-        got = replay_first_losses(meta, 5, data_dir=data_dir, num_threads=meta["environment"]["num_threads"])
-    finally:
-        torch.set_num_threads(threads)
+    # same thread count as the recording run: bf16 kernels split reductions by thread
+    got = replay_first_losses(meta, 5, data_dir=data_dir, num_threads=meta["environment"]["num_threads"])
     assert got == pytest.approx(meta["first_step_losses"][:5], rel=1e-5, abs=0)

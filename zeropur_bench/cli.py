@@ -293,7 +293,92 @@ def list_cmd() -> None:
     click.echo("\nZeroPur profiles (--profile; override single knobs with --zp k=v):")
     frame = pd.DataFrame({k: {kk: _short(vv) for kk, vv in v.items()} for k, v in PROFILES.items()})
     click.echo(frame.to_markdown())
-    click.echo("\nBlurs (--blur): median:K (K×K median), gaussian:SIGMA, tv:WEIGHT (total-variation minimisation)")
+    from .defense.blur import BLURS
+
+    click.echo("\nBlurs (--blur):")
+    for form in BLURS.values():
+        click.echo(f"  {form}")
+
+
+@main.command("check")
+@click.option("--baseline", "baselines", multiple=True, required=True,
+              help="Baseline record(s), e.g. results/baselines/cifar10-resnet20.json. Repeatable.")
+@click.option("--record", "record_path", default=None, help="Compare this run record instead of re-running.")
+@click.option("--data-dir", default=None, help="Data folder (default: $ZEROPUR_BENCH_DATA, else ./data).")
+@click.option("--zp", "zp_overrides", default="", help="Change ZeroPur knobs before re-running, e.g. "
+              "'coarse_steps=3' (to see that the check catches a weaker defense).")
+@click.option("--update", is_flag=True, help="Rewrite the baseline from the new run after a deliberate change "
+              "(with --record: create it).")
+@click.option("--no-progress", is_flag=True)
+@_friendly
+def check_cmd(baselines: tuple[str, ...], record_path: str | None, data_dir: str | None, zp_overrides: str,
+              update: bool, no_progress: bool) -> None:
+    """Regression check on robust accuracy: re-run each baseline's configuration and compare per example
+    (one-sided exact McNemar, Holm across cells, plus an absolute floor). Exits 1 on a significant drop.
+
+    \b
+    Examples:
+      zeropur-bench check --baseline results/baselines/cifar10-resnet20.json
+      zeropur-bench check --baseline results/baselines/mine.json --record results/run.json --update
+    """
+    from .check import report, run_check
+
+    if record_path is not None and len(baselines) > 1:
+        raise UserError("--record compares one run: give one --baseline with it")
+    failed = False
+    for b in baselines:
+        rows, _ = run_check(b, record_path=record_path, data_dir=data_dir, overrides=parse_kv(zp_overrides, "--zp"),
+                            update=update, progress=not no_progress)
+        if update:
+            click.echo(f"{b}: baseline written")
+            continue
+        click.echo(f"{b}:\n{report(rows)}")
+        failed |= any(r.failed for r in rows)
+    if failed:
+        click.echo("error: robust accuracy regressed (see the verdicts above)", err=True)
+        sys.exit(1)
+
+
+@main.command("train")
+@click.option("--dataset", type=click.Choice(["cifar10", "cifar100"]), required=True)
+@click.option("--arch", required=True, help="Built-in architecture: resnet20/32/44/56, resnet18, preact-resnet18, "
+              "wrn-28-10.")
+@click.option("--aug", type=click.Choice(["vanilla", "standard", "strong"]), required=True,
+              help="Training recipe of the paper's Table 1 / App. A.1.")
+@click.option("--epochs", type=int, required=True)
+@click.option("--out", required=True, help="Run folder (checkpoint each epoch; rerun the command to resume).")
+@click.option("--batch-size", type=int, default=128, show_default=True, help="Paper: 4×512 on 4 GPUs.")
+@click.option("--lr", type=float, default=0.1, show_default=True)
+@click.option("--momentum", type=float, default=0.9, show_default=True)
+@click.option("--weight-decay", type=float, default=5e-4, show_default=True)
+@click.option("--warmup-epochs", type=int, default=None, help="Default: scaled from the paper's 10 of 120.")
+@click.option("--bf16", is_flag=True, help="bf16 autocast.")
+@click.option("--channels-last", is_flag=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--data-dir", default=None)
+@click.option("--num-threads", type=int, default=None)
+@click.option("--no-progress", is_flag=True)
+@_friendly
+def train_cmd(**kw: Any) -> None:
+    """Train a base classifier with the paper's recipe (SGD, cosine schedule with linear warm-up).
+
+    \b
+    Example:
+      zeropur-bench train --dataset cifar100 --arch resnet20 --aug standard --epochs 80 \\
+          --out runs/c100_r20_standard --bf16 --channels-last
+    """
+    from .train import main as train_main
+
+    argv = []
+    for k, v in kw.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            argv += [flag] if v else []
+        elif v is not None:
+            argv += [flag, str(v)]
+    rc = train_main(argv)
+    if rc:
+        sys.exit(rc)
 
 
 def _short(v: Any) -> str:

@@ -299,11 +299,10 @@ class Evaluator:
 
         def judge(key: str, x_in: torch.Tensor) -> torch.Tensor:
             d = defenses[key]
-            if hasattr(d, "reseed"):
-                d.reseed(int(idx[0]))
             n_calls = 1 if deterministic[key] else c.estimator_n  # the run-level probe already decided
             with _autocast(c.device, c.dtype):
-                pred = predict(d, x_in, c.estimator, n_calls, batch_size=c.batch_size, probe=False)
+                pred = predict(d, x_in, c.estimator, n_calls, batch_size=c.batch_size, probe=False,
+                               indices=idx.to(x_in.device))
             return pred.to(yb.device) == yb
 
         res["variants"] = {k: {"defended_clean_correct": judge(k, xb).tolist(), "robust_correct": {},
@@ -330,8 +329,6 @@ class Evaluator:
                 res["notes"][spec.key] = {}
                 for k, d in defenses.items():
                     params, notes = self._attack_kwargs(spec, target_deterministic=deterministic[k])
-                    if hasattr(d, "reseed"):
-                        d.reseed(int(idx[0]))
                     atk = make_attack(spec.name, d, eps=eps, norm=norm, seed=c.seed, **params)
                     with _autocast(c.device, c.dtype):
                         x_adv = atk(xb, yb, idx)
@@ -373,11 +370,11 @@ class Evaluator:
             else:
                 write_json_atomic(meta_file, {"config_hash": chash, "data_sha256": self._data_info.get("sha256")})
 
+        from .estimators import probe_deterministic
+
         probe_x = x_all[: min(4, len(x_all))].to(c.device)
-        deterministic = {}
-        for k, d in defenses.items():
-            with torch.no_grad(), _autocast(c.device, c.dtype):
-                deterministic[k] = bool(torch.equal(d(probe_x), d(probe_x)))
+        with _autocast(c.device, c.dtype):  # two passes, bit-identical outputs => deterministic
+            deterministic = {k: probe_deterministic(d, probe_x) for k, d in defenses.items()}
 
         n = len(x_all)
         starts = list(range(0, n, c.batch_size))

@@ -472,7 +472,7 @@ def _missing_rows(spec: TableSpec, ref: pd.DataFrame, measured: list[_Row]) -> l
                       and (spec.dataset is not None or m.dataset == spec.default_dataset)]
         if filled:
             continue
-        defense = {"name": "zeropur", "stages": stages or "cf", "profile": "paper", "blur": r.get("blur", "")}
+        defense = {"name": "zeropur", "stages": stages or "cf", "profile": "authors", "blur": r.get("blur", "")}
         if spec.number == 5:
             # ImageNet: the paper's ResNet-50 is RobustBench's non-robust 'Standard_R50' zoo entry.
             model, ckpt = "Standard_R50", None

@@ -208,10 +208,14 @@ def train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLike
     kwargs = dict(locals())
     _check_args(dataset, arch, aug, epochs, batch_size, lr, momentum, weight_decay,
                 default_warmup(epochs) if warmup_epochs is None else int(warmup_epochs), n_train)
-    if max_steps is not None:
-        return _train(**kwargs)
-    with _locked(Path(out)):
-        return _train(**kwargs)
+    threads = torch.get_num_threads()
+    try:
+        if max_steps is not None:
+            return _train(**kwargs)
+        with _locked(Path(out)):
+            return _train(**kwargs)
+    finally:
+        torch.set_num_threads(threads)  # num_threads applies to this call only
 
 
 def _train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLike, batch_size: int = 128,
@@ -274,6 +278,9 @@ def _train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLik
             start_epoch, epoch_log, first_losses = ck["epoch"], list(ck["log"]), list(ck["first_step_losses"])
             say(f"resuming {out} at epoch {start_epoch + 1}/{epochs}" if start_epoch < epochs
                 else f"{out}: all {epochs} epochs already trained; finalising")
+        else:  # a fresh start: never leave a previous run's final files next to the new run's checkpoints
+            for stale in (out / MODEL, out / "train_log.json"):
+                stale.unlink(missing_ok=True)
 
     x_te = y_te = None
     if eval_test and max_steps is None:
@@ -340,7 +347,8 @@ def _train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLik
                      "train_cpu_seconds": round(time.process_time() - c0, 2)}
             if x_te is not None:
                 t1 = time.time()
-                entry["test_acc"] = float(evaluate(net, x_te, y_te, mean, std, bf16, channels_last).float().mean())
+                ok = evaluate(net, x_te, y_te, mean, std, bf16, channels_last)
+                entry["test_acc"] = int(ok.sum()) / len(ok)
                 entry["eval_seconds"] = round(time.time() - t1, 2)
             epoch_log.append(entry)
             save(epoch + 1)
@@ -391,8 +399,17 @@ def _finalize(net: nn.Module, cfg: dict, command: str, epoch_log: list, first_lo
             pred = torch.cat([model(x_te[i:i + 500]).argmax(1) for i in range(0, len(x_te), 500)])
         ok = pred == y_te
         meta["data"]["test"] = te_info.to_dict()
-        meta.update(test_acc=float(ok.float().mean()), test_correct=int(ok.sum()), test_n=len(ok),
+        meta.update(test_acc=int(ok.sum()) / len(ok), test_correct=int(ok.sum()), test_n=len(ok),
                     correct_first500=int(ok[:500].sum()))
+        # the count must be reproducible by whoever loads the file: check it does not depend on the thread count
+        threads = torch.get_num_threads()
+        by_threads = {}
+        for t in sorted({1, 2, threads}):
+            torch.set_num_threads(t)
+            with torch.no_grad():
+                by_threads[str(t)] = int((model(x_te[:500]).argmax(1) == y_te[:500]).sum())
+        torch.set_num_threads(threads)
+        meta["correct_first500_by_threads"] = by_threads
         net.train()
     return meta
 
@@ -411,18 +428,21 @@ def replay_first_losses(meta: dict, steps: int, data_dir: str | os.PathLike | No
     return res["step_losses"]
 
 
-def ship(model_path: str | os.PathLike, dest: str | os.PathLike) -> dict:
+def ship(model_path: str | os.PathLike, dest: str | os.PathLike, data_dir: str | os.PathLike | None = None,
+         min_acc: float | None = None) -> dict:
     """Copy a finished run's ``model.pt`` to ``dest`` (the package's weights folder) after checking it loads
-    through ``load_classifier`` and reproduces its recorded ``correct_first500``."""
+    through ``load_classifier``, reproduces its recorded ``correct_first500`` and reaches ``min_acc``."""
     import shutil
 
     from .classifiers import load_classifier
 
     ck = torch.load(model_path, map_location="cpu", weights_only=True)
     model = load_classifier(ck["arch"], ck["dataset"], checkpoint=str(model_path))
-    x, y = load_data(ck["dataset"], "test", n=500)
+    x, y = load_data(ck["dataset"], "test", n=500, data_dir=data_dir)
     with torch.no_grad():
         c = int((model(x).argmax(1) == y).sum())
+    if min_acc is not None and ck["test_acc"] < min_acc:
+        raise RuntimeError(f"{model_path}: test accuracy {ck['test_acc']:.4f} is below the floor {min_acc}")
     if c != ck["correct_first500"]:
         raise RuntimeError(f"{model_path}: correct_first500 {c} != recorded {ck['correct_first500']}")
     tmp = Path(dest).with_suffix(".tmp")

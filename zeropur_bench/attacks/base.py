@@ -158,7 +158,12 @@ class PassCounter:
 
 class Attack:
     """Base class. ``Attack(model, *, eps=None, norm="Linf", seed=0, **params)``; ``attack(x, y, indices=None)``
-    returns x_adv within the eps ball and [0, 1]. ``last_info`` describes the last call.
+    returns x_adv within the eps ball and [0, 1], on the model's device. ``indices`` are the batch's dataset
+    indices: the batch's RNG seed is derived from (seed, indices[0]) (a resumed batch redraws the same numbers), and
+    an indexed defense (ZeroPur's per-index random start) gets fresh randomness streams derived from them.
+    ``last_info`` describes the last call: ``n``, ``batch_seed``, ``forward_passes`` / ``backward_passes`` (image-
+    passes through the classifier, including those inside the purifier; divide by ``n`` for per image), and
+    attack-specific keys (EOT repeats used, determinism probe, ``broken_any_step`` / ``broken_final``, ...).
 
     Class attributes: ``name`` (registry key), ``defaults`` (attack parameters and their defaults; ``None`` for
     ``step`` means the per-norm default of App. A.2, eps/4 for Linf and eps/10 for L2), ``norms`` (supported), ``needs_defense`` (the model must be

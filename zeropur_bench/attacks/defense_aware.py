@@ -24,7 +24,7 @@ final iterate is what is judged).
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +60,11 @@ class DefenseAware(Attack):
         p["lambdas"] = lams
         if not hasattr(self.model, "coarse_objective"):
             raise UserError("attack 'defense-aware' needs a defense with coarse_objective (ZeroPur)")
-        if p["fine_term"] and not (hasattr(self.model, "coarse_purify") and hasattr(self.model, "stage_features")):
-            raise UserError("fine_term=True needs a defense with coarse_purify and stage_features (ZeroPur)")
+        d = self.model
+        if p["fine_term"] and not ((hasattr(d, "coarse_purify") or hasattr(d, "purify_stages"))
+                                   and hasattr(d, "stage_features")):
+            raise UserError("fine_term=True needs a defense with coarse_purify or purify_stages, and "
+                            "stage_features (ZeroPur)")
         if int(p["judge_reps"]) < 1:
             raise UserError("judge_reps of attack 'defense-aware' must be >= 1")
 
@@ -73,10 +76,14 @@ class DefenseAware(Attack):
             loss = loss + lam * d.coarse_objective(xa).sum()
         if self.params["fine_term"]:
             with torch.no_grad():
-                c = d.coarse_purify(xa)
+                if hasattr(d, "coarse_purify"):
+                    c = d.coarse_purify(xa.detach())
+                else:  # ZeroPur: the coarse result of one purification run
+                    c = d.purify_stages(xa.detach(), indices=self._indices)["coarse"]
             coarse = xa + (c - xa).detach()
             fc, fx = d.stage_features(coarse), d.stage_features(xa)
-            fine = sum(((fc[k] - fx[k]) ** 2).flatten(1).mean(1) for k in fx)
+            layers = getattr(d, "fine_layers", None) or [k for k in fx if k != "embedding"]
+            fine = sum(((fc[k] - fx[k]) ** 2).flatten(1).mean(1) for k in layers)
             loss = loss - float(self.params["fine_weight"]) * fine.sum()
         return loss
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 import torchattacks
 
+from ..errors import UserError
 from .base import Attack, register
 
 
@@ -49,8 +50,6 @@ class PGD(Attack):
     def _check_params(self) -> None:
         super()._check_params()
         if self.params["restarts"] < 1:
-            from ..errors import UserError
-
             raise UserError("parameter restarts of attack 'pgd' must be >= 1")
 
     def _torchattack(self) -> torchattacks.attack.Attack:

@@ -29,6 +29,7 @@ BLURS = {
     "median": "median:k   k×k median filter, k odd ≥ 3 (e.g. median:3)",
     "gaussian": "gaussian:sigma   Gaussian blur, sigma > 0 pixels (e.g. gaussian:1.2)",
     "tv": "tv:weight[:iters]   total-variation minimisation, weight > 0 (e.g. tv:0.05 or tv:0.05:50)",
+    "identity": "identity   no blur (a control)",
 }
 
 
@@ -136,6 +137,16 @@ class TVBlur(Blur):
         return z
 
 
+class IdentityBlur(Blur):
+    """g(x) = x: no blur. Coarse shifting then has nothing to pull towards (a control, and the gross break the
+    regression check must catch)."""
+
+    spec = "identity"
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 class CallableBlur(Blur):
     """Wraps any user callable mapping an image batch to an image batch of the same shape."""
 
@@ -171,6 +182,8 @@ def make_blur(spec: str | Blur | Callable[[torch.Tensor], torch.Tensor]) -> Blur
             return MedianBlur(int(parts[0]) if parts else 3)
         if name == "gaussian" and len(parts) <= 1:
             return GaussianBlur(float(parts[0]) if parts else 1.2)
+        if name == "identity" and not parts:
+            return IdentityBlur()
         if name == "tv" and len(parts) <= 2:
             return TVBlur(float(parts[0]) if parts else 0.05, int(parts[1]) if len(parts) > 1 else 50)
     except ValueError:

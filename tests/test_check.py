@@ -1,0 +1,107 @@
+"""Issue 7: the regression check's decision rule (synthetic vectors, known p-values) and its behaviour on real
+runs of the shared ResNet-20 (unchanged rerun passes; a gross break fails; refusals on different data)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy.stats import binomtest
+
+from zeropur_bench.check import Comparison, compare, make_baseline, run_check
+from zeropur_bench.cli import main
+from zeropur_bench.errors import UserError
+from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig, evaluate
+
+from conftest import WEIGHTS
+
+
+def _record(base: list[bool], now_by_attack: dict[str, list[bool]], sha="a" * 64, ck="b" * 64) -> dict:
+    n = len(base)
+    return {"schema": "zeropur-bench/record/v1",
+            "provenance": {"data": {"sha256": sha}, "model": {"checkpoint_sha256": ck}},
+            "examples": {"index": list(range(n))},
+            "variants": {"zeropur-c": {"examples": {"defended_clean_correct": base,
+                                                     "robust_correct": now_by_attack}}}}
+
+
+def test_decision_rule_known_p_values():
+    rng = np.random.default_rng(0)
+    n = 400
+    base = rng.random(n) < 0.6
+    worse = base.copy()
+    flip = np.flatnonzero(base)[:30]  # 30 examples lost, 4 gained
+    worse[flip] = False
+    gain = np.flatnonzero(~base)[:4]
+    worse[gain] = True
+    b = _record(list(map(bool, base)), {"pgd": list(map(bool, base)), "aa": list(map(bool, base))})
+    now = _record(list(map(bool, base)), {"pgd": list(map(bool, worse)), "aa": list(map(bool, base))})
+    b["baseline"] = {"alpha": 0.05, "floor_margin": 0.5}
+    rows = {(r.variant, r.attack): r for r in compare(b, now)}
+    expected = binomtest(30, 34, 0.5, alternative="greater").pvalue
+    assert rows[("zeropur-c", "pgd")].p_value == pytest.approx(expected, rel=1e-12)
+    assert rows[("zeropur-c", "aa")].p_value == 1.0 and rows[("zeropur-c", "clean")].p_value == 1.0
+    assert rows[("zeropur-c", "pgd")].significant and rows[("zeropur-c", "pgd")].failed
+    assert not rows[("zeropur-c", "aa")].failed
+
+
+def test_holm_correction_changes_the_verdict():
+    # p = 0.03 alone is significant at 0.05; among 3 cells Holm needs p <= 0.05/3 for the smallest.
+    r = Comparison("v", "a", 0.6, 0.55, 0.03, floor=0.0)
+    from zeropur_bench.stats import holm
+
+    assert holm([0.03], 0.05) == [True]
+    assert holm([0.03, 0.5, 0.9], 0.05) == [False, False, False]
+    assert holm([0.01, 0.02, 0.04], 0.05) == [True, True, True]
+    assert r.verdict == "ok"
+
+
+def test_floor_fails_without_significance():
+    base = [True] * 10 + [False] * 10
+    now = [True] * 8 + [False] * 12  # 2 lost: not significant, but below an explicit floor of 0.45
+    b = _record(base, {"pgd": base})
+    b["baseline"] = {"floors": {"zeropur-c": {"pgd": 0.45}}}
+    rows = {r.attack: r for r in compare(b, _record(base, {"pgd": now}))}
+    assert not rows["pgd"].significant and rows["pgd"].below_floor and rows["pgd"].failed
+
+
+def test_refuses_different_data_or_checkpoint():
+    base = [True, False] * 5
+    b = _record(base, {"pgd": base})
+    with pytest.raises(UserError, match="data slice differs"):
+        compare(b, _record(base, {"pgd": base}, sha="c" * 64))
+    with pytest.raises(UserError, match="checkpoint differs"):
+        compare(b, _record(base, {"pgd": base}, ck="d" * 64))
+
+
+@pytest.fixture(scope="module")
+def small_baseline(tmp_path_factory, data_dir) -> Path:
+    """A real baseline: shared ResNet-20, 100 images, transfer PGD-10, ZeroPur-C (authors, median:3)."""
+    cfg = EvalConfig(model="resnet20", checkpoint=str(WEIGHTS / "resnet20.th"), n_ex=100, batch_size=100,
+                     attacks=[AttackSpec("pgd", {"steps": 10})], defenses=[DefenseSpec(stages="c")])
+    rec = evaluate(cfg, data_dir=data_dir, write=False)
+    path = tmp_path_factory.mktemp("baselines") / "small.json"
+    path.write_text(json.dumps(make_baseline(rec)))
+    return path
+
+
+def test_unchanged_rerun_passes(small_baseline, data_dir):
+    res = CliRunner().invoke(main, ["check", "--baseline", str(small_baseline), "--data-dir", data_dir,
+                                    "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "FAIL" not in res.output and "ok" in res.output
+
+
+def test_gross_break_fails(small_baseline, data_dir):
+    """The blur replaced by the identity: coarse shifting has nothing to pull towards."""
+    res = CliRunner().invoke(main, ["check", "--baseline", str(small_baseline), "--data-dir", data_dir,
+                                    "--zp", "blur=identity", "--no-progress"])
+    assert res.exit_code == 1, res.output
+    assert "FAIL (significant drop" in res.output
+
+
+def test_missing_baseline_is_one_line_error(tmp_path):
+    res = CliRunner().invoke(main, ["check", "--baseline", str(tmp_path / "nope.json")])
+    assert res.exit_code == 2 and res.stderr.startswith("error: baseline") and len(res.stderr.splitlines()) == 1
