@@ -1,0 +1,112 @@
+"""Issue 4, sanity checks (Carlini et al. 2019): eps sweep, convergence, gradient-free vs gradient, adaptive vs
+transfer — end to end on real data and the shared ResNet-20, and the decision rules on crafted numbers."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zeropur_bench.errors import UserError
+from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig
+from zeropur_bench.sanity import (decide_adaptive_vs_transfer, decide_convergence, decide_eps_sweep,
+                                  decide_gradient_free, half_width, run_sanity, sanity_report_text)
+from zeropur_bench.stats import wilson
+
+from conftest import WEIGHTS
+
+N = 32
+EPS = (8 / 255, 16 / 255, 32 / 255, 64 / 255)
+
+
+@pytest.fixture(scope="module")
+def report(data_dir, tmp_path_factory):
+    cfg = EvalConfig(model="resnet20", checkpoint=str(WEIGHTS / "resnet20.th"), n_ex=N, batch_size=N,
+                     defenses=[DefenseSpec(stages="c", overrides={"coarse_steps": 3})])
+    out = tmp_path_factory.mktemp("sanity") / "sanity.json"
+    return run_sanity(cfg, data_dir=data_dir, eps_grid=EPS, attack=AttackSpec("bpda-eot", {"steps": 3}),
+                      square_queries=20, out=out)
+
+
+def test_report_has_four_checks_with_numbers(report):
+    assert [c["name"] for c in report["checks"]] == ["eps-sweep", "convergence", "gradient-free",
+                                                     "adaptive-vs-transfer"]
+    assert report["n"] == N and report["variant"] == "zeropur-c"
+    on_disk = json.loads(open(report["_path"]).read())
+    assert on_disk["checks"] == report["checks"] and on_disk["config"]["model"] == "resnet20"
+    by = {c["name"]: c for c in report["checks"]}
+    for c in report["checks"]:
+        assert isinstance(c["passed"], bool) and c["message"]
+    # every failed check, and only those, is flagged
+    assert len(report["flags"]) == sum(not c["passed"] for c in report["checks"])
+    conv = by["convergence"]["details"]
+    assert (conv["steps"], conv["more_steps"]) == (3, 6)
+    # any-step counting with the same seed: the 6-step run repeats the 3-step run's iterates, then goes on
+    assert conv["acc_more_steps"] <= conv["acc_steps"]
+    gf = by["gradient-free"]["details"]
+    assert 0.0 <= gf["square_acc"] <= report["defended_clean_acc"]
+    assert gf["gradient_acc"] <= min(gf["gradient_acc_per_attack"].values()) + 1e-12
+    av = by["adaptive-vs-transfer"]["details"]
+    assert av["adaptive_acc"] == gf["gradient_acc"]
+    # (no bound by the defended clean accuracy: a purified transfer example can be right where the purified
+    # clean image is not)
+    assert 0.0 <= av["transfer_acc"] <= 1.0
+    # the same examples: the paired counts reproduce the accuracy difference
+    assert av["adaptive_acc"] - av["transfer_acc"] == pytest.approx(
+        (av["transfer_only_breaks"] - av["adaptive_only_breaks"]) / N)
+    text = sanity_report_text(report)
+    assert "| check" in text and "eps-sweep" in text and "64/255" in text
+    print("\n" + text)
+
+
+def test_eps_sweep_monotone_and_reaches_zero(report):
+    d = report["checks"][0]["details"]
+    sweep = d["sweep"]
+    assert [r["eps"] for r in sweep] == pytest.approx(list(EPS))
+    acc = [r["robust_acc"] for r in sweep]
+    for a, b in zip(acc, acc[1:]):
+        assert b <= a + 1 / N + 1e-12, acc
+    assert acc[-1] <= 0.1, acc
+    assert acc[0] <= report["defended_clean_acc"]
+
+
+def test_decisions_on_crafted_numbers():
+    # eps sweep
+    assert decide_eps_sweep([8, 16, 32], [0.4, 0.2, 0.0], 100)["passed"]
+    d = decide_eps_sweep([32, 8, 16], [0.0, 0.4, 0.2], 100)  # order of the grid does not matter
+    assert d["passed"] and d["acc_at_largest_eps"] == 0.0
+    d = decide_eps_sweep([8, 16, 32], [0.4, 0.2, 0.3], 100)
+    assert not d["passed"] and not d["reaches_zero"] and not d["monotone"]
+    assert decide_eps_sweep([8, 16, 32], [0.2, 0.21, 0.0], 100)["monotone"]  # +1 example: slack
+    assert not decide_eps_sweep([8, 16, 32], [0.2, 0.22, 0.0], 100)["monotone"]
+    # convergence: half-width of the Wilson interval of the base accuracy (n=100, 40%: ~9.4 pt)
+    hw = half_width(40, 100)
+    assert hw == pytest.approx((wilson(40, 100)[1] - wilson(40, 100)[0]) / 2) and 0.09 < hw < 0.1
+    assert decide_convergence(40, 32, 100)["passed"]
+    assert not decide_convergence(40, 30, 100)["passed"]
+    # gradient-free: Square breaks 15 examples the gradient attacks missed, the reverse never → masking
+    grad = [True] * 40 + [False] * 60
+    square = [True] * 25 + [False] * 75
+    d = decide_gradient_free(grad, square)
+    assert d["masking_suspected"] and not d["passed"]
+    assert (d["square_only_breaks"], d["gradient_only_breaks"]) == (15, 0) and d["mcnemar_p"] < 1e-4
+    # Square lower by one example only: noise, no flag; Square weaker: no flag
+    assert decide_gradient_free(grad, [True] * 39 + [False] * 61)["passed"]
+    assert decide_gradient_free(square, grad)["passed"]
+    # adaptive vs transfer: adaptive above transfer on the same examples → flag, even by one example
+    d = decide_adaptive_vs_transfer([True] * 41 + [False] * 59, grad)
+    assert not d["passed"] and d["adaptive_acc"] > d["transfer_acc"]
+    assert decide_adaptive_vs_transfer(grad, grad)["passed"]
+    assert decide_adaptive_vs_transfer(square, grad)["passed"]
+    with pytest.raises(UserError):
+        decide_gradient_free([True], [True, False])
+
+
+def test_bad_arguments(data_dir):
+    cfg = EvalConfig(model="resnet20", checkpoint=str(WEIGHTS / "resnet20.th"), n_ex=4)
+    with pytest.raises(UserError, match="step count"):
+        run_sanity(cfg, data_dir=data_dir, attack=AttackSpec("square"))
+    with pytest.raises(UserError, match="steps_factor"):
+        run_sanity(cfg, data_dir=data_dir, steps_factor=1)
+    with pytest.raises(UserError, match="defended"):
+        run_sanity(EvalConfig(model="resnet20", checkpoint=str(WEIGHTS / "resnet20.th"), n_ex=4,
+                              defenses=[DefenseSpec(name="none")]), data_dir=data_dir)
