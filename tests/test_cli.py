@@ -89,6 +89,25 @@ def test_missing_data_and_model_errors(tmp_path):
     assert not (tmp_path / "r.json").exists()
 
 
+def test_malicious_checkpoint_cli(tmp_path):
+    import os
+
+    import torch
+
+    sentinel = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {sentinel}",))
+
+    ckpt = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Payload()}, ckpt)
+    res = CliRunner().invoke(main, ["run", "--model", "resnet20", "--checkpoint", str(ckpt), "--n-ex", "4",
+                                    "--out", str(tmp_path / "r.json")])
+    _one_line_error(res, "refusing to load")
+    assert not sentinel.exists() and not (tmp_path / "r.json").exists()
+
+
 def test_table_bad_number(tmp_path):
     res = CliRunner().invoke(main, ["table", "--out", str(tmp_path / "table9.md")])
     assert res.exit_code != 0 and "Traceback" not in res.output

@@ -236,6 +236,10 @@ class Evaluator:
         from .data import DATASETS, load_data
 
         c = self.config
+        if self._classifier is None:
+            model, info = load_classifier(c.model, c.dataset, THREATS[c.threat], checkpoint=c.checkpoint,
+                                          model_dir=c.model_dir, device=c.device, return_info=True)
+            self._classifier, self._model_info = model, info.to_dict()
         if self._data is None:
             n_load = None if c.data_seed is not None else c.n_ex
             x, y, info = load_data(c.dataset, c.split, n=n_load, data_dir=self.data_dir, return_info=True)
@@ -258,10 +262,6 @@ class Evaluator:
 
                 self._data_info = {"source": "in-memory", "n": len(self._data[0]),
                                    "sha256": slice_sha256(*self._data)}
-        if self._classifier is None:
-            model, info = load_classifier(c.model, c.dataset, THREATS[c.threat], checkpoint=c.checkpoint,
-                                          model_dir=c.model_dir, device=c.device, return_info=True)
-            self._classifier, self._model_info = model, info.to_dict()
         if c.channels_last:
             self._classifier = self._classifier.to(memory_format=torch.channels_last)
         x, y = self._data
