@@ -60,3 +60,16 @@ def resnet56() -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def resnet20_path() -> str:
     return str(WEIGHTS / "resnet20.th")
+
+
+def make_malicious_checkpoint(folder: Path) -> tuple[Path, Path]:
+    """A checkpoint whose pickle would run ``touch <sentinel>`` if unpickled without weights_only."""
+    sentinel = folder / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {sentinel}",))
+
+    ckpt = folder / "evil.pt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Payload()}, ckpt)
+    return ckpt, sentinel

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from zeropur_bench.cli import main
 from zeropur_bench.tables import parse_cell
 
-from conftest import WEIGHTS
+from conftest import WEIGHTS, make_malicious_checkpoint
 
 RUN = ["run", "--dataset", "cifar10", "--threat", "linf", "--model", "resnet20", "--checkpoint",
        str(WEIGHTS / "resnet20.th"), "--no-progress"]
@@ -90,18 +90,7 @@ def test_missing_data_and_model_errors(tmp_path):
 
 
 def test_malicious_checkpoint_cli(tmp_path):
-    import os
-
-    import torch
-
-    sentinel = tmp_path / "pwned"
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {sentinel}",))
-
-    ckpt = tmp_path / "evil.pt"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Payload()}, ckpt)
+    ckpt, sentinel = make_malicious_checkpoint(tmp_path)
     res = CliRunner().invoke(main, ["run", "--model", "resnet20", "--checkpoint", str(ckpt), "--n-ex", "4",
                                     "--out", str(tmp_path / "r.json")])
     _one_line_error(res, "refusing to load")

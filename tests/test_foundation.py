@@ -16,7 +16,7 @@ from zeropur_bench.classifiers import load_classifier, safe_load
 from zeropur_bench.data import load_data, slice_sha256
 from zeropur_bench.errors import UserError
 
-from conftest import WEIGHTS
+from conftest import WEIGHTS, make_malicious_checkpoint
 
 
 def test_robustbench_imports_and_files_are_the_release():
@@ -120,14 +120,7 @@ MALICIOUS = textwrap.dedent("""
 
 
 def test_malicious_checkpoint_is_refused(tmp_path):
-    sentinel = tmp_path / "pwned"
-
-    class Payload:
-        def __reduce__(self):
-            return (os.system, (f"touch {sentinel}",))
-
-    ckpt = tmp_path / "evil.pt"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "x": Payload()}, ckpt)
+    ckpt, sentinel = make_malicious_checkpoint(tmp_path)
     script = tmp_path / "load.py"
     script.write_text(MALICIOUS)
     # TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 turns torch's own weights_only default off: only an explicit flag in
