@@ -145,3 +145,15 @@ def test_resume_after_sigkill_equals_uninterrupted(tmp_path, data_dir):
     assert b["cost"]["_run"]["batches_computed"] == 6
     for key in ("examples", "summary", "variants", "config", "bare_classifier"):
         assert a[key] == b[key], key
+
+
+def test_data_seed_takes_a_seeded_subset(data_dir):
+    cfg = _config(n_ex=10, batch_size=10, data_seed=3, defenses=[DefenseSpec(name="none")])
+    a = evaluate(cfg, data_dir=data_dir, write=False)
+    b = evaluate(cfg, data_dir=data_dir, write=False)
+    idx = a["examples"]["index"]
+    assert idx == b["examples"]["index"] and idx == sorted(idx) and idx != list(range(10))
+    assert a["provenance"]["data"]["data_seed"] == 3 and a["examples"] == b["examples"]
+    other = evaluate(_config(n_ex=10, batch_size=10, data_seed=4, defenses=[DefenseSpec(name="none")]),
+                     data_dir=data_dir, write=False)
+    assert other["examples"]["index"] != idx

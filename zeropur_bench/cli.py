@@ -186,10 +186,9 @@ def run_cmd(dataset: str, threat: str, model: str | None, checkpoint: str | None
             for s in stage_list:
                 label = f"zeropur-{s}" if len(blurs) == 1 else f"zeropur-{s}-{b}"
                 variants.append(DefenseSpec(profile=profile, stages=s, blur=b, overrides=overrides, label=label))
-        from .defense import ZeroPur  # validate blur specs / overrides before any work
         from .defense.blur import make_blur
 
-        for b in blurs:
+        for b in blurs:  # validate blur specs before any work
             make_blur(b)
     config = EvalConfig(model=model, dataset=dataset, threat=threat, setting=setting,
                         eps=parse_number(eps, "--eps") if eps is not None else None,

@@ -233,7 +233,7 @@ class Evaluator:
     # -- inputs --------------------------------------------------------------------------------------------------
     def load(self) -> None:
         from .classifiers import load_classifier
-        from .data import DATASETS, load_data
+        from .data import DATASETS, load_data, slice_sha256
 
         c = self.config
         if self._classifier is None:
@@ -247,8 +247,6 @@ class Evaluator:
                 g = torch.Generator().manual_seed(c.data_seed)
                 idx = torch.randperm(len(x), generator=g)[: c.n_ex].sort().values
                 x, y = x[idx], y[idx]
-                from .data import slice_sha256
-
                 info = {**info.to_dict(), "n": len(x), "sha256": slice_sha256(x, y), "data_seed": c.data_seed}
                 self.indices = idx
             else:
@@ -258,8 +256,6 @@ class Evaluator:
         else:
             self.indices = torch.arange(len(self._data[0]))
             if self._data_info is None:
-                from .data import slice_sha256
-
                 self._data_info = {"source": "in-memory", "n": len(self._data[0]),
                                    "sha256": slice_sha256(*self._data)}
         if c.channels_last:
