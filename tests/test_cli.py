@@ -97,6 +97,19 @@ def test_malicious_checkpoint_cli(tmp_path):
     assert not sentinel.exists() and not (tmp_path / "r.json").exists()
 
 
+def test_default_models(tmp_path):
+    from zeropur_bench.cli import SHIPPED
+
+    res = CliRunner().invoke(main, ["run", "--dataset", "cifar10", "--n-ex", "2", "--model-dir",
+                                    str(tmp_path / "models"), "--out", str(tmp_path / "r.json")])
+    assert "default classifier: RobustBench 'Standard'" in res.stderr  # offline: then a one-line download error
+    assert res.exit_code == 2 and res.stderr.strip().splitlines()[-1].startswith("error: ")
+    if not (SHIPPED / "cifar100_resnet20_standard.pt").is_file():
+        res = CliRunner().invoke(main, ["run", "--dataset", "cifar100", "--out", str(tmp_path / "r.json")])
+        _one_line_error(res, "no default cifar100 classifier is shipped yet")
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_table_bad_number(tmp_path):
     res = CliRunner().invoke(main, ["table", "--out", str(tmp_path / "table9.md")])
     assert res.exit_code != 0 and "Traceback" not in res.output

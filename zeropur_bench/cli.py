@@ -82,13 +82,17 @@ def parse_attack(text: str):
 
 def default_model(dataset: str) -> tuple[str, str | None, str | None, str]:
     """(model, checkpoint, recipe, message): the project's shipped weights where they exist, else RobustBench's
-    ``Standard``."""
+    standard model (``Standard`` on CIFAR-10, ``Standard_R50`` on ImageNet)."""
     shipped = SHIPPED / f"{dataset}_resnet20_standard.pt"
     if shipped.is_file():
         return "resnet20", str(shipped), "standard", f"default classifier: shipped {shipped.name} (ResNet-20)"
-    return "Standard", None, None, ("default classifier: RobustBench 'Standard' (WRN-28-10); offline it needs "
-                                    "models/<dataset>/Linf/Standard.pt — or pass e.g. --model resnet20 "
-                                    "--checkpoint ../shared/weights/cifar10/resnet20.th")
+    zoo = {"cifar10": "Standard", "imagenet": "Standard_R50"}.get(dataset)
+    if zoo is None:
+        raise UserError(f"no default {dataset} classifier is shipped yet (see zeropur_bench/weights/README.md); "
+                        f"pass --model ARCH --checkpoint PATH (e.g. one trained with `zeropur-bench train`)")
+    return zoo, None, None, (f"default classifier: RobustBench '{zoo}'; offline it needs "
+                             f"models/{dataset}/Linf/{zoo}.pt — or pass e.g. --model resnet20 "
+                             f"--checkpoint ../shared/weights/cifar10/resnet20.th")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
