@@ -45,8 +45,10 @@ import pandas as pd
 from tabulate import tabulate
 
 from .errors import UserError
+from .evaluate import default_eps
+from .records import SCHEMA
 
-RECORD_SCHEMA = "zeropur-bench/record/v1"
+RECORD_SCHEMA = SCHEMA
 FORMATS = ("markdown", "csv", "latex")
 MISSING = "–"  # en dash: a cell of the paper's layout not measured here
 NOT_REPORTED = "-"  # the paper's own mark for a number its source did not report
@@ -368,7 +370,7 @@ def _run_command(dataset: str, threat: str, model: str, checkpoint: str | None, 
     parts = ["zeropur-bench run", f"--dataset {dataset}", f"--threat {threat}", f"--model {model}"]
     if checkpoint:
         parts.append(f"--checkpoint {checkpoint}")
-    if eps is not None and abs(eps - _default_eps(dataset, threat)) > _EPS_TOL:
+    if eps is not None and abs(eps - default_eps(dataset, threat)) > _EPS_TOL:
         parts.append(f"--eps {eps:g}")
     if defense.get("name") == "none":
         parts.append("--defense none")
@@ -382,12 +384,6 @@ def _run_command(dataset: str, threat: str, model: str, checkpoint: str | None, 
     if n_ex:
         parts.append(f"--n-ex {n_ex}")
     return " ".join(parts)
-
-
-def _default_eps(dataset: str, threat: str) -> float:
-    if threat == "l2":
-        return 0.5
-    return 4 / 255 if dataset == "imagenet" else 8 / 255
 
 
 def _measured_rows(spec: TableSpec, records: list[dict]) -> list[_Row]:

@@ -37,6 +37,7 @@ from .archs import ARCHS, build_arch
 from .augment import AUGS, aug_params, augment, check_aug
 from .data import DATASETS, check_dataset, load_data
 from .errors import UserError
+from .records import write_json_atomic
 
 FORMAT = "zeropur-bench/classifier/v1"
 CHECKPOINT = "checkpoint.pt"
@@ -75,14 +76,6 @@ def write_atomic(obj: Any, path: Path) -> None:
     torch.save(obj, tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _write_json_atomic(obj: Any, path: Path) -> None:
-    import json
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n")
     os.replace(tmp, path)
 
 
@@ -363,7 +356,7 @@ def _train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLik
                 "first_step_losses": first_losses}
     meta = _finalize(net, cfg, command, epoch_log, first_losses, tr_info, norm, steps_per_epoch, data_dir, eval_test)
     write_atomic({"state_dict": net.state_dict(), **meta}, out / MODEL)
-    _write_json_atomic(meta, out / "train_log.json")
+    write_json_atomic(out / "train_log.json", meta)
     say(f"[{out.name}] finished: test_acc {meta.get('test_acc')} correct_first500 {meta.get('correct_first500')} "
         f"→ {out / MODEL}")
     return {"finished": True, **meta}
