@@ -104,10 +104,22 @@ def test_default_models(tmp_path):
                                     str(tmp_path / "models"), "--out", str(tmp_path / "r.json")])
     assert "default classifier: RobustBench 'Standard'" in res.stderr  # offline: then a one-line download error
     assert res.exit_code == 2 and res.stderr.strip().splitlines()[-1].startswith("error: ")
-    if not (SHIPPED / "cifar100_resnet20_standard.pt").is_file():
+    assert not (tmp_path / "r.json").exists()
+    shipped = SHIPPED / "cifar100_resnet20_standard.pt"
+    if not shipped.is_file():
         res = CliRunner().invoke(main, ["run", "--dataset", "cifar100", "--out", str(tmp_path / "r.json")])
         _one_line_error(res, "no default cifar100 classifier is shipped yet")
-    assert not (tmp_path / "r.json").exists()
+        assert not (tmp_path / "r.json").exists()
+        return
+    # the shipped Standard model is CIFAR-100's offline default: a tiny real run goes through it
+    res = CliRunner().invoke(main, ["run", "--dataset", "cifar100", "--n-ex", "4", "--attack", "pgd:steps=2",
+                                    "--stages", "c", "--zp", "coarse_steps=2", "--no-progress",
+                                    "--out", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert "default classifier: shipped cifar100_resnet20_standard.pt" in res.stderr
+    rec = json.loads((tmp_path / "r.json").read_text())
+    assert rec["config"]["model"] == "resnet20" and rec["config"]["checkpoint"] == str(shipped)
+    assert rec["config"]["recipe"] == "standard"
 
 
 def test_table_bad_number(tmp_path):
