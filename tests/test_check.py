@@ -109,19 +109,13 @@ def test_missing_baseline_is_one_line_error(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("zp,should_fail", [("coarse_steps=3", True), ("blur=identity", True), ("", False)])
-def test_power_on_committed_baseline(data_dir, zp, should_fail):
+def test_power_on_committed_baseline(data_dir, zp, should_fail, monkeypatch):
     """The committed n=500 CIFAR-10 baseline: a weaker defense fails the check, an unchanged rerun passes.
     (Measured: coarse steps 10 -> 3 drops ZeroPur-C clean accuracy 59.0 -> 53.6, p = 0.004.)"""
     from conftest import REPO
 
     args = ["check", "--baseline", str(REPO / "results/baselines/cifar10-resnet20-transfer.json"),
             "--data-dir", data_dir, "--no-progress"] + (["--zp", zp] if zp else [])
-    import os
-
-    cwd = os.getcwd()
-    os.chdir(REPO)  # the baseline stores the checkpoint path relative to the repository root
-    try:
-        res = CliRunner().invoke(main, args)
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(REPO)  # the baseline stores the checkpoint path relative to the repository root
+    res = CliRunner().invoke(main, args)
     assert res.exit_code == (1 if should_fail else 0), res.output

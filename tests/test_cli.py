@@ -97,21 +97,16 @@ def test_malicious_checkpoint_cli(tmp_path):
     assert not sentinel.exists() and not (tmp_path / "r.json").exists()
 
 
-def test_default_models(tmp_path):
-    from zeropur_bench.cli import SHIPPED
+def test_default_models(tmp_path, monkeypatch):
+    from zeropur_bench import cli
 
     res = CliRunner().invoke(main, ["run", "--dataset", "cifar10", "--n-ex", "2", "--model-dir",
                                     str(tmp_path / "models"), "--out", str(tmp_path / "r.json")])
     assert "default classifier: RobustBench 'Standard'" in res.stderr  # offline: then a one-line download error
     assert res.exit_code == 2 and res.stderr.strip().splitlines()[-1].startswith("error: ")
     assert not (tmp_path / "r.json").exists()
-    shipped = SHIPPED / "cifar100_resnet20_standard.pt"
-    if not shipped.is_file():
-        res = CliRunner().invoke(main, ["run", "--dataset", "cifar100", "--out", str(tmp_path / "r.json")])
-        _one_line_error(res, "no default cifar100 classifier is shipped yet")
-        assert not (tmp_path / "r.json").exists()
-        return
     # the shipped Standard model is CIFAR-100's offline default: a tiny real run goes through it
+    shipped = cli.SHIPPED / "cifar100_resnet20_standard.pt"
     res = CliRunner().invoke(main, ["run", "--dataset", "cifar100", "--n-ex", "4", "--attack", "pgd:steps=2",
                                     "--stages", "c", "--zp", "coarse_steps=2", "--no-progress",
                                     "--out", str(tmp_path / "r.json")])
@@ -120,6 +115,11 @@ def test_default_models(tmp_path):
     rec = json.loads((tmp_path / "r.json").read_text())
     assert rec["config"]["model"] == "resnet20" and rec["config"]["checkpoint"] == str(shipped)
     assert rec["config"]["recipe"] == "standard"
+    # an install without the package's weights: one clear error, nothing written
+    monkeypatch.setattr(cli, "SHIPPED", tmp_path / "no-weights")
+    res = CliRunner().invoke(main, ["run", "--dataset", "cifar100", "--out", str(tmp_path / "r2.json")])
+    _one_line_error(res, "no default cifar100 classifier is shipped yet")
+    assert not (tmp_path / "r2.json").exists()
 
 
 def test_table_bad_number(tmp_path):

@@ -48,7 +48,6 @@ from .errors import UserError
 from .evaluate import default_eps
 from .records import SCHEMA
 
-RECORD_SCHEMA = SCHEMA
 FORMATS = ("markdown", "csv", "latex")
 MISSING = "–"  # en dash: a cell of the paper's layout not measured here
 NOT_REPORTED = "-"  # the paper's own mark for a number its source did not report
@@ -152,7 +151,7 @@ def load_records(results_dir: str | os.PathLike) -> list[dict]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             warnings.warn(f"skipping unreadable JSON {path}: {e}", stacklevel=2)
             continue
-        if isinstance(obj, dict) and obj.get("schema") == RECORD_SCHEMA:
+        if isinstance(obj, dict) and obj.get("schema") == SCHEMA:
             obj["_path"] = str(path)
             records.append(obj)
     return records
