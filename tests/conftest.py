@@ -24,6 +24,7 @@ torch.set_num_threads(int(os.environ.get("ZEROPUR_BENCH_TEST_THREADS", "1")))
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     for cand in (os.environ.get("ZEROPUR_BENCH_DATA"), str(REPO / "data")):
         if cand and (Path(cand) / "cifar10_test.npz").is_file() and (Path(cand) / "cifar100_test.npz").is_file():
+            cand = str(Path(cand).resolve())  # absolute: subprocess tests run in other working directories
             os.environ["ZEROPUR_BENCH_DATA"] = cand
             return cand
     out = tmp_path_factory.mktemp("data")

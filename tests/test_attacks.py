@@ -185,9 +185,11 @@ def test_stochastic_defense_uses_eot_and_verification(cifar10_test, resnet20) ->
     atk(x, y)
     info = atk.last_info
     assert info["deterministic"] is False and info["eot_reps"] == 3 and info["verify_reps"] == 4
-    assert len(info["robust_curve_any_step"]) == 3  # iterates 0, 1, 2
-    curve = info["robust_curve_any_step"]
-    assert all(a >= b for a, b in zip(curve, curve[1:]))  # broken at any step stays broken
+    per_step = info["broken_per_step"]
+    assert per_step.shape == (3, 8)  # iterates 0, 1, 2
+    assert torch.equal(info["broken_any_step"], per_step.any(0)) and torch.equal(info["broken_final"], per_step[-1])
+    # verification re-judged every candidate the cheap 3-copy check flagged
+    assert info["verified_candidates"] >= int(per_step.sum())
 
 
 def test_autoattack_rand_collapses_eot_on_deterministic_target(cifar10_test, resnet20) -> None:
@@ -197,6 +199,36 @@ def test_autoattack_rand_collapses_eot_on_deterministic_target(cifar10_test, res
     assert atk.last_info["deterministic"] is True and atk.last_info["eot_iter"] == 1
     assert atk.last_info["eot_iter_requested"] == 20
     assert atk.last_info["attacks_run"] == ["apgd-ce", "apgd-dlr"]
+
+
+def test_autoattack_bpda_runs_standard_against_a_deterministic_defense(cifar10_test, tiny_zeropur) -> None:
+    """AutoAttack's advice for a deterministic model: 'standard' (APGD-CE, APGD-T, FAB-T, Square)."""
+    x, y = cifar10_test[0][:4], cifar10_test[1][:4]
+    atk = make_attack("autoattack-bpda", tiny_zeropur, n_iter=2)
+    atk(x, y)
+    info = atk.last_info
+    assert info["deterministic"] is True and info["version_run"] == "standard" and "version_note" in info
+    assert info["attacks_run"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+
+
+@pytest.mark.parametrize("name,params,eps,norm,label", [
+    ("pgd", {}, 8 / 255, "Linf", "PGD-20"),
+    ("pgd", {}, 0.5, "L2", "PGD-20"),
+    ("pgd", {"steps": 5}, 8 / 255, "Linf", "pgd[steps=5]"),
+    ("pgd", {"step": 0.0001}, 8 / 255, "Linf", "pgd[step=0.0001]"),
+    ("pgd", {"random_start": False}, 8 / 255, "Linf", "pgd[random_start=False]"),
+    ("pgd", {}, 4 / 255, "Linf", "pgd[eps=4/255]"),
+    ("autoattack", {"version": "rand"}, 8 / 255, "Linf", "AutoAttack-rand"),
+    ("autoattack", {}, 8 / 255, "Linf", "AutoAttack-standard"),
+    ("autoattack", {"version": "rand", "n_iter": 2}, 8 / 255, "Linf", "autoattack[n_iter=2,version=rand]"),
+    ("autoattack", {"version": "rand", "eot_iter": 1}, 8 / 255, "Linf", "autoattack[eot_iter=1,version=rand]"),
+    ("autoattack-bpda", {}, 8 / 255, "Linf", "AutoAttack-rand-BPDA"),
+    ("bpda-eot", {"steps": 10}, 8 / 255, "Linf", "bpda-eot[steps=10]"),
+])
+def test_labels_follow_the_configuration(name, params, eps, norm, label) -> None:
+    """A paper's or library's name only with its settings (App. A.2; AutoAttack's own n_iter / EOT)."""
+    cls = ATTACKS[name]
+    assert cls.label(cls.resolve_params(params, eps, norm), eps, norm) == label
 
 
 def test_user_errors(cifar10_test, resnet20) -> None:

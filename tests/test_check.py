@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from scipy.stats import binomtest
 
-from zeropur_bench.check import Comparison, compare, make_baseline, run_check
+from zeropur_bench.check import Comparison, compare, make_baseline
 from zeropur_bench.cli import main
 from zeropur_bench.errors import UserError
 from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig, evaluate
@@ -18,9 +18,11 @@ from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig, evaluate
 from conftest import WEIGHTS
 
 
-def _record(base: list[bool], now_by_attack: dict[str, list[bool]], sha="a" * 64, ck="b" * 64) -> dict:
+def _record(base: list[bool], now_by_attack: dict[str, list[bool]], sha="a" * 64, ck="b" * 64,
+            eps: float = 8 / 255) -> dict:
     n = len(base)
-    return {"schema": "zeropur-bench/record/v1",
+    return {"schema": "zeropur-bench/record/v2",
+            "keys": {"comparison": {"eps": eps, "data_sha256": sha}},
             "provenance": {"data": {"sha256": sha}, "model": {"checkpoint_sha256": ck}},
             "examples": {"index": list(range(n))},
             "variants": {"zeropur-c": {"examples": {"defended_clean_correct": base,
@@ -45,17 +47,37 @@ def test_decision_rule_known_p_values():
     assert rows[("zeropur-c", "aa")].p_value == 1.0 and rows[("zeropur-c", "clean")].p_value == 1.0
     assert rows[("zeropur-c", "pgd")].significant and rows[("zeropur-c", "pgd")].failed
     assert not rows[("zeropur-c", "aa")].failed
+    # the other direction: the same 30-vs-4 split read as "now" gaining 30 is a significant rise
+    rows = {(r.variant, r.attack): r for r in compare(now, b)}
+    assert rows[("zeropur-c", "pgd")].p_rise == pytest.approx(expected, rel=1e-12)
+    assert rows[("zeropur-c", "pgd")].significant_rise and not rows[("zeropur-c", "pgd")].significant
+    assert "attack may have been weakened" in rows[("zeropur-c", "pgd")].verdict
+
+
+def test_refuses_another_configuration():
+    base = [True, False] * 5
+    b = _record(base, {"pgd": base})
+    with pytest.raises(UserError, match=r"configuration differs.*eps"):
+        compare(b, _record(base, {"pgd": base}, eps=4 / 255))
+    # the what-if mode (--zp) changes the defense on purpose: exempt
+    assert all(not r.failed for r in compare(b, _record(base, {"pgd": base}, eps=4 / 255), same_config=False))
 
 
 def test_holm_correction_changes_the_verdict():
     # p = 0.03 alone is significant at 0.05; among 3 cells Holm needs p <= 0.05/3 for the smallest.
-    r = Comparison("v", "a", 0.6, 0.55, 0.03, floor=0.0)
     from zeropur_bench.stats import holm
 
     assert holm([0.03], 0.05) == [True]
     assert holm([0.03, 0.5, 0.9], 0.05) == [False, False, False]
     assert holm([0.01, 0.02, 0.04], 0.05) == [True, True, True]
-    assert r.verdict == "ok"
+    # a drop of 4 of 10 examples alone (p = 0.0625 one-sided) never fails; with 2 cells x 2 directions, Holm
+    # keeps a p of 0.02 from failing
+    base = [True] * 10 + [False] * 10
+    now = [False] * 4 + [True] * 6 + [False] * 10
+    rows = compare(_record(base, {"pgd": base}), _record(base, {"pgd": now}))
+    pgd = next(r for r in rows if r.attack == "pgd")
+    assert pgd.p_value == pytest.approx(0.0625) and not pgd.significant
+    assert Comparison("v", "a", 0.6, 0.55, 0.03, floor=0.0).verdict == "ok"
 
 
 def test_floor_fails_without_significance():
@@ -100,6 +122,46 @@ def test_gross_break_fails(small_baseline, data_dir):
                                     "--zp", "blur=identity", "--no-progress"])
     assert res.exit_code == 1, res.output
     assert "FAIL (significant drop" in res.output
+
+
+def test_weakened_attack_fails(small_baseline, data_dir, monkeypatch):
+    """The attack patched to take one step while its configuration still says 10: the defense looks stronger,
+    robust accuracy rises, and the check must fail on the rise."""
+    import torchattacks
+
+    from zeropur_bench.attacks.pgd import PGD
+
+    def one_step(self):
+        p = self.params
+        atk = torchattacks.PGD(self.target, eps=self.eps, alpha=p["step"], steps=1, random_start=p["random_start"])
+        atk.set_device(self.device)
+        return atk
+
+    monkeypatch.setattr(PGD, "_torchattack", one_step)
+    res = CliRunner().invoke(main, ["check", "--baseline", str(small_baseline), "--data-dir", data_dir,
+                                    "--no-progress"])
+    assert res.exit_code == 1, res.output
+    assert "significant rise: the attack may have been weakened" in res.output
+
+
+def test_record_of_another_configuration_is_refused(small_baseline, data_dir, tmp_path):
+    """A real record at eps 4/255 (adaptive setting, no defense) against the 8/255 transfer baseline."""
+    cfg = EvalConfig(model="resnet20", checkpoint=str(WEIGHTS / "resnet20.th"), n_ex=100, batch_size=100,
+                     eps=4 / 255, attacks=[AttackSpec("pgd", {"steps": 1})], defenses=[DefenseSpec(name="none")],
+                     setting="adaptive")
+    other = tmp_path / "other.json"
+    evaluate(cfg, out=other, data_dir=data_dir)
+    res = CliRunner().invoke(main, ["check", "--baseline", str(small_baseline), "--record", str(other)])
+    assert res.exit_code == 2 and len(res.stderr.splitlines()) == 1, res.output
+    assert "refusing to compare: the configuration differs" in res.stderr and "eps" in res.stderr
+
+
+def test_v1_baseline_refused_with_remake_command(tmp_path):
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"schema": "zeropur-bench/record/v1", "config": {}}))
+    res = CliRunner().invoke(main, ["check", "--baseline", str(old)])
+    assert res.exit_code == 2 and len(res.stderr.splitlines()) == 1
+    assert f"zeropur-bench check --baseline {old} --update" in res.stderr
 
 
 def test_missing_baseline_is_one_line_error(tmp_path):

@@ -1,8 +1,10 @@
 """Classifier training (App. A.1, Table 8): augmentations, a short real training run, exact resume, and the
-shipped CIFAR-100 checkpoints (accuracy recorded = accuracy reproduced; first logged losses reproduced)."""
+shipped CIFAR-100 checkpoints (accuracy recorded = accuracy reproduced; first logged losses reproduced within
+bf16's cross-machine tolerance)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from zeropur_bench.data import load_data
 from zeropur_bench.augment import AUG_PARAMS, augment, color_jitter, equalize, resized_crop_flip
 from zeropur_bench.errors import UserError
 from zeropur_bench.train import _locked, replay_first_losses, train
@@ -89,7 +92,7 @@ def test_color_ops_match_torchvision(c100_test) -> None:
 
 def test_short_training_decreases_loss(data_dir: str, tmp_path: Path) -> None:
     res = train("cifar100", "resnet20", "vanilla", 5, tmp_path / "run", batch_size=64, n_train=2048,
-                data_dir=data_dir, progress=False, eval_test=False, bf16=True, channels_last=True, num_threads=1)
+                data_dir=data_dir, progress=False, eval_test=False, channels_last=True, num_threads=1)
     assert res["finished"]
     losses = [e["loss"] for e in res["log"]]
     assert losses[-1] < losses[0] - 0.5, losses  # 160 SGD steps on real images
@@ -101,7 +104,7 @@ def test_short_training_decreases_loss(data_dir: str, tmp_path: Path) -> None:
 
 
 def test_resume_reproduces_uninterrupted_run(data_dir: str, tmp_path: Path) -> None:
-    kw = dict(batch_size=64, n_train=512, data_dir=data_dir, progress=False, eval_test=False, bf16=True,
+    kw = dict(batch_size=64, n_train=512, data_dir=data_dir, progress=False, eval_test=False,
               channels_last=True, num_threads=1)
     full = train("cifar100", "resnet20", "strong", 3, tmp_path / "a", **kw)
     part = train("cifar100", "resnet20", "strong", 3, tmp_path / "b", stop_after=1, **kw)
@@ -128,19 +131,23 @@ def test_sigkill_mid_epoch_then_resume(data_dir: str, tmp_path: Path) -> None:
     out = tmp_path / "k"
     cmd = [sys.executable, "-m", "zeropur_bench.train", "--dataset", "cifar100", "--arch", "resnet20", "--aug",
            "standard", "--epochs", "6", "--out", str(out), "--batch-size", "64", "--n-train", "512",
-           "--data-dir", data_dir, "--num-threads", "1", "--no-progress", "--no-eval", "--bf16", "--channels-last"]
+           "--data-dir", data_dir, "--num-threads", "1", "--no-progress", "--no-eval", "--channels-last"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(0.2)  # somewhere inside epoch 2 (or a later one)
+    # wait for an event, not a delay: epoch 1's checkpoint (written atomically) exists, so the kill lands after it,
+    # inside a later epoch, however fast or slow this machine is; the deadline only catches a run that never gets there
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoint.pt").exists():
+        assert proc.poll() is None, "training exited before writing its first checkpoint"
+        assert time.monotonic() < deadline, "no checkpoint.pt after 300 s"
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()  # interrupted, not finished
+    killed_at = torch.load(out / "checkpoint.pt", weights_only=True)["epoch"]
+    assert 1 <= killed_at < 6 and not (out / "model.pt").exists()  # interrupted, not finished
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     train("cifar100", "resnet20", "standard", 6, tmp_path / "ref", batch_size=64, n_train=512, data_dir=data_dir,
-          progress=False, eval_test=False, bf16=True, channels_last=True, num_threads=1)
+          progress=False, eval_test=False, channels_last=True, num_threads=1)
     a = torch.load(out / "model.pt", weights_only=True)
     b = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)
     for k in a["state_dict"]:
@@ -175,12 +182,30 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _shipped_path(aug: str) -> Path:
+    """The shipped CIFAR-100 ResNet-20 of recipe ``aug``: the registry's safetensors file, else the older ``.pt``."""
+    for path in (WEIGHTS / f"resnet20-cifar100-{aug}.safetensors", WEIGHTS / f"cifar100_resnet20_{aug}.pt"):
+        if path.is_file():
+            return path
+    raise AssertionError(f"no shipped CIFAR-100 ResNet-20 '{aug}' in {WEIGHTS}")
+
+
+def _shipped_meta(aug: str) -> dict:
+    """Its training metadata (safetensors: the JSON header entry; .pt: the dict beside the state_dict)."""
+    path = _shipped_path(aug)
+    if path.suffix == ".safetensors":
+        from zeropur_bench.registry import read_metadata
+
+        return read_metadata(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 @pytest.mark.parametrize("aug", SHIPPED)
 def test_shipped_checkpoint_reproduces_recorded_accuracy(aug: str, c100_test) -> None:
     from zeropur_bench.classifiers import load_classifier
 
-    path = WEIGHTS / f"cifar100_resnet20_{aug}.pt"
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    path = _shipped_path(aug)
+    ck = _shipped_meta(aug)
     assert ck["arch"] == "resnet20" and ck["dataset"] == "cifar100" and ck["recipe"]["aug"]["name"] == aug
     assert "optimizer" not in ck
     assert ck["test_n"] == 10000 and ck["test_acc"] >= FLOORS[aug]
@@ -190,13 +215,66 @@ def test_shipped_checkpoint_reproduces_recorded_accuracy(aug: str, c100_test) ->
     with torch.no_grad():
         correct = int((model(x).argmax(1) == y).sum())
     assert correct == ck["correct_first500"]
-    public = {_sha(p) for p in SHARED_WEIGHTS.rglob("*") if p.is_file() and p.suffix in (".th", ".pt", ".pth")}
+    public = {_sha(p) for p in SHARED_WEIGHTS.rglob("*")
+              if p.is_file() and p.suffix in (".th", ".pt", ".pth", ".safetensors")}
     assert _sha(path) not in public
 
 
-@pytest.mark.parametrize("aug", SHIPPED)
+# Replaying bf16-autocast + channels_last steps cannot be bit-exact on another machine: oneDNN and ATen choose their
+# bf16 kernels by CPU ISA (AVX2, AVX-512, AMX, NEON) and torch build, with other rounding and reduction orders
+# (~5e-4 relative per step seen between machines, growing slowly over the steps). REPLAY_REL covers that with room.
+# It alone would not catch a wrong recipe: the shipped recipes differ only in the augmentation and their first five
+# losses are only 1.4e-2 to 2.6e-2 apart. So the replay must also match its own recipe's recorded losses at least
+# REPLAY_MARGIN times better than it matches any other shipped recipe's, and a replay with another seed must miss.
+REPLAY_REL = 2e-2
+REPLAY_MARGIN = 4
+
+
+def _max_rel(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) / abs(y) for x, y in zip(a, b, strict=True))
+
+
+# one recipe in the default run (the replay is ~1 min of bf16 steps on a CPU without native bf16); all in -m slow
+@pytest.mark.parametrize("aug", [a if a == "standard" else pytest.param(a, marks=pytest.mark.slow) for a in SHIPPED])
 def test_shipped_checkpoint_first_losses_reproduced(aug: str, data_dir: str) -> None:
-    meta = torch.load(WEIGHTS / f"cifar100_resnet20_{aug}.pt", map_location="cpu", weights_only=True)
+    meta = _shipped_meta(aug)
     # same thread count as the recording run: bf16 kernels split reductions by thread
     got = replay_first_losses(meta, 5, data_dir=data_dir, num_threads=meta["environment"]["num_threads"])
-    assert got == pytest.approx(meta["first_step_losses"][:5], rel=1e-5, abs=0)
+    own = _max_rel(got, meta["first_step_losses"][:5])
+    assert own <= REPLAY_REL, (got, meta["first_step_losses"][:5])
+    for other in SHIPPED:
+        if other != aug:
+            assert _max_rel(got, _shipped_meta(other)["first_step_losses"][:5]) > REPLAY_MARGIN * own, other
+    if aug == "standard":  # once: the comparison is sensitive to the seed (initialisation and data order) too
+        wrong = {**meta, "recipe": {**meta["recipe"], "seed": meta["recipe"]["seed"] + 1}}
+        other_seed = replay_first_losses(wrong, 5, data_dir=data_dir, num_threads=meta["environment"]["num_threads"])
+        assert _max_rel(other_seed, meta["first_step_losses"][:5]) > max(REPLAY_REL, REPLAY_MARGIN * own)
+
+
+def test_ship_writes_safetensors_and_registers(data_dir: str, tmp_path: Path) -> None:
+    """``ship`` turns a finished run into ``<name>.safetensors`` + a registry entry, checked by reloading it."""
+    from zeropur_bench.classifiers import file_sha256, load_classifier
+    from zeropur_bench.registry import read_metadata
+    from zeropur_bench.train import ship
+
+    res = train("cifar100", "resnet20", "vanilla", 1, tmp_path / "run", batch_size=64, n_train=256, n_test=500,
+                data_dir=data_dir, progress=False, channels_last=True, num_threads=1)
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    with pytest.raises(UserError, match="below the floor"):
+        ship(tmp_path / "run" / "model.pt", "resnet20-cifar100-tiny", data_dir=data_dir, min_acc=0.99,
+             weights_dir=wdir)
+    assert not list(wdir.iterdir())  # refused before anything was written
+    out = ship(tmp_path / "run" / "model.pt", "resnet20-cifar100-tiny", data_dir=data_dir, min_acc=0.0,
+               trained_on="test machine", weights_dir=wdir)
+    dest = wdir / "resnet20-cifar100-tiny.safetensors"
+    assert out["sha256"] == file_sha256(dest) and out["dtype"] == "fp32"  # 0.27M parameters: stays fp32
+    entry = json.loads((wdir / "registry.json").read_text())["classifiers"][0]
+    assert entry["name"] == "resnet20-cifar100-tiny" and entry["sha256"] == out["sha256"]
+    assert entry["recipe"] == "vanilla" and entry["correct_first500"] == res["correct_first500"]
+    meta = read_metadata(dest)
+    assert meta["recipe"]["aug"]["name"] == "vanilla" and "optimizer" not in meta
+    x, y = load_data("cifar100", "test", n=500, data_dir=data_dir)
+    with torch.no_grad():
+        correct = int((load_classifier("resnet20", "cifar100", checkpoint=str(dest))(x).argmax(1) == y).sum())
+    assert correct == res["correct_first500"]

@@ -1,10 +1,13 @@
 """Training augmentations of App. A.1 / Table 8: 'vanilla', 'standard', 'strong', applied to whole batches.
 
 Every random parameter is drawn *per sample* from an explicit ``torch.Generator``, so a batch is augmented in
-one vectorised pass and a run is reproducible from ``(seed, epoch)``. Written here rather than taken from
-torchvision because ``torchvision.transforms.v2`` draws one set of random parameters per call: applied to a
-batched tensor, every image of the batch would get the same crop, flip and jitter. The deterministic kernels
-(equalisation) are torchvision's own, applied to the randomly selected samples only.
+one vectorised pass and a run is reproducible from ``(seed, epoch)``. The generator is a CPU one: the
+parameters (a few numbers per sample) are drawn on the CPU in the same order whatever the batch's device and only
+then moved there, where the image operations run, so a batch on a GPU gets exactly the CPU run's parameters.
+Written here rather than taken from torchvision because ``torchvision.transforms.v2`` draws one set of random
+parameters per call: applied to a batched tensor, every image of the batch would get the same crop, flip and
+jitter. The deterministic kernels (equalisation) are torchvision's own, applied to the randomly selected
+samples only.
 
 Choices the paper does not state (Table 8 only lists the operations), all recorded in checkpoints via
 :func:`aug_params`:
@@ -59,6 +62,16 @@ def check_aug(name: str) -> None:
         raise UserError(f"unknown augmentation '{name}'; known: {', '.join(AUGS)}")
 
 
+def _on(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU-drawn parameter tensor on ``device`` (itself on the CPU). To a GPU through pinned memory without
+    blocking: a plain ``.to('cuda')`` from pageable memory waits for every queued kernel (a host-device sync)."""
+    if device.type == "cpu":
+        return t
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def _uniform(n: int, lo: float, hi: float, g: torch.Generator) -> torch.Tensor:
     return torch.rand(n, generator=g) * (hi - lo) + lo
 
@@ -92,7 +105,7 @@ def resized_crop_flip(x: torch.Tensor, g: torch.Generator, scale: tuple[float, f
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0], theta[:, 0, 2] = sx, cx
     theta[:, 1, 1], theta[:, 1, 2] = ch, cy
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    grid = F.affine_grid(_on(theta, x.device).to(x.dtype), list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
@@ -137,6 +150,7 @@ def color_jitter(x: torch.Tensor, g: torch.Generator, brightness: float, contras
     fc = _uniform(b, max(0.0, 1 - contrast), 1 + contrast, g)
     fs = _uniform(b, max(0.0, 1 - saturation), 1 + saturation, g)
     fh = _uniform(b, -hue, hue, g)
+    fb, fc, fs, fh = (_on(f, x.device) for f in (fb, fc, fs, fh))
     for op in torch.randperm(4, generator=g).tolist():
         if op == 0:
             x = (x * fb.view(-1, 1, 1, 1)).clamp(0, 1)
@@ -155,8 +169,8 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int = 3) ->
     """Separable gaussian blur with one sigma per sample (grouped convolution, reflect padding as torchvision)."""
     b, c, h, w = x.shape
     r = kernel_size // 2
-    d = torch.arange(-r, r + 1, dtype=x.dtype)
-    k = torch.exp(-(d.view(1, -1) ** 2) / (2 * sigma.view(-1, 1).to(x.dtype) ** 2))
+    d = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+    k = torch.exp(-(d.view(1, -1) ** 2) / (2 * _on(sigma, x.device).view(-1, 1).to(x.dtype) ** 2))
     k = (k / k.sum(1, keepdim=True)).repeat_interleave(c, 0)  # (b*c)×k
     y = F.pad(x.reshape(1, b * c, h, w), (r, r, r, r), mode="reflect")
     y = F.conv2d(y, k.view(b * c, 1, 1, kernel_size), groups=b * c)
@@ -187,7 +201,7 @@ def augment(x: torch.Tensor, name: str, generator: torch.Generator) -> torch.Ten
     b = x.shape[0]
 
     def where(mask: torch.Tensor, a: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.where(mask.view(-1, 1, 1, 1), a, y)
+        return torch.where(_on(mask, a.device).view(-1, 1, 1, 1), a, y)
 
     cj = p["color_jitter"]
     m = _bernoulli(b, cj["p"], g)
@@ -202,7 +216,8 @@ def augment(x: torch.Tensor, name: str, generator: torch.Generator) -> torch.Ten
     thr = p["solarize"]["threshold"]
     x = where(m, torch.where(x >= thr, 1 - x, x), x)
     m = _bernoulli(b, p["equalize"]["p"], g)
-    if m.any():
+    if m.any():  # a CPU mask: no device sync; indices (not the mask) on the device, so no sync there either
+        idx = _on(m.nonzero().squeeze(1), x.device)
         x = x.clone()
-        x[m] = equalize(x[m].clamp(0, 1))
+        x[idx] = equalize(x[idx].clamp(0, 1))
     return x.clamp(0, 1)

@@ -61,6 +61,8 @@ class ModelInfo:
     checkpoint: str | None = None
     checkpoint_sha256: str | None = None
     normalization: dict | None = None
+    recipe: str | None = None  # training recipe, from the registry (by name or by the file's sha256)
+    registered_as: str | None = None  # the registry name this file is known by
     meta: dict = field(default_factory=dict)  # what the checkpoint says about itself (recipe, accuracy, ...)
 
     def to_dict(self) -> dict:
@@ -83,7 +85,21 @@ def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path), device=str(map_location))
+        from .registry import read_metadata
+
+        try:
+            tensors = load_file(str(path), device=str(map_location))
+            meta = read_metadata(path)
+        except Exception as exc:  # a truncated or foreign file
+            raise UserError(f"cannot read safetensors checkpoint '{path}': {str(exc).splitlines()[0][:200]}") from None
+        # fp16-shipped weights run in fp32
+        tensors = {k: (v.float() if v.dtype == torch.float16 else v) for k, v in tensors.items()}
+        return {"state_dict": tensors, **meta} if meta else tensors
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if not (magic.startswith(b"PK\x03\x04") or magic[:1] == b"\x80"):  # torch zip archive, or a legacy pickle
+        raise UserError(f"cannot read checkpoint '{path}': it is neither a PyTorch checkpoint nor a .safetensors "
+                        f"file; pass the classifier's saved state_dict")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -184,13 +200,23 @@ def _zoo(name: str, dataset: str, threat_model: str, model_dir: str | os.PathLik
     rb = import_robustbench()
     names = zoo_names(dataset, threat_model)
     if name not in names:
-        close = difflib.get_close_matches(name, names + list(ARCHS), n=3)
+        from . import registry
+
+        shipped = list(registry.entries())
+        close = difflib.get_close_matches(name, names + list(ARCHS) + shipped, n=3)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        raise UserError(f"unknown model '{name}' for {dataset}/{threat_model}: neither a built-in architecture "
-                        f"({', '.join(ARCHS)}) nor a RobustBench zoo name.{hint} `zeropur-bench list` shows them.")
+        raise UserError(f"unknown model '{name}' for {dataset}/{threat_model}: neither a shipped classifier, a "
+                        f"built-in architecture ({', '.join(ARCHS)}) nor a RobustBench zoo name.{hint} "
+                        "`zeropur-bench list` shows them.")
     root = Path(model_dir or DEFAULT_MODEL_DIR)
     path = root / dataset / threat_model / f"{name}.pt"
     existed = path.exists()
+    from .data import OFFLINE_VAR, offline
+
+    if not existed and offline():
+        raise UserError(f"RobustBench model '{name}' is not at '{path}' and offline mode (${OFFLINE_VAR}) forbids "
+                        f"downloading it: copy the file there (--model-dir), or use a shipped classifier, e.g. "
+                        f"--model resnet20-{dataset}-standard")
     try:
         with _torch_load_weights_only():
             model = rb.utils.load_model(name, model_dir=str(root), dataset=dataset, threat_model=threat_model)
@@ -228,19 +254,35 @@ def load_classifier(model: str, dataset: str = "cifar10", threat_model: str = "L
                     return_info: bool = False):
     """A frozen classifier in eval mode mapping [0, 1] images to logits.
 
-    ``model`` is a built-in architecture name (needs ``checkpoint``) or a RobustBench zoo name (checkpoint read
-    from ``model_dir``). ``mean``/``std`` override the normalisation of a built-in architecture (default: what
+    ``model`` is a shipped classifier's registry name (``resnet20-cifar10-standard``, see
+    :mod:`zeropur_bench.registry`), a built-in architecture name (needs ``checkpoint``) or a RobustBench zoo name
+    (checkpoint read from ``model_dir``). A checkpoint whose sha256 is registered gets its recipe in the info. ``mean``/``std`` override the normalisation of a built-in architecture (default: what
     the checkpoint records, else ImageNet statistics as the shared CIFAR ResNets use).
     """
     check_dataset(dataset)
     tm = THREAT_MODELS.get(str(threat_model).lower())
     if tm is None:
         raise UserError(f"unknown threat model '{threat_model}'; known: {', '.join(THREAT_MODELS)}")
-    if model in ARCHS:
+    from . import registry
+
+    entry = registry.get(model)
+    if entry is not None:
+        if entry.dataset != dataset:
+            raise UserError(f"classifier '{model}' is a {entry.dataset} classifier; use --dataset {entry.dataset} "
+                            f"(or another model)")
+        if checkpoint is not None:
+            raise UserError(f"'{model}' is a shipped classifier with its own weights; drop --checkpoint (or use "
+                            f"--model {entry.arch} --checkpoint PATH)")
+        net, info = _builtin(entry.arch, dataset, str(registry.path_of(entry)), mean, std)
+        info.name = entry.name
+    elif model in ARCHS:
         net, info = _builtin(model, dataset, checkpoint, mean, std)
     else:
         if checkpoint is not None:
             raise UserError(f"--checkpoint is for built-in architectures ({', '.join(ARCHS)}); '{model}' is not one")
         net, info = _zoo(model, dataset, tm, model_dir)
+    known = registry.by_sha256(info.checkpoint_sha256)
+    if known is not None:
+        info.recipe, info.registered_as = known.recipe, known.name
     net = freeze(net.to(device))
     return (net, info) if return_info else net

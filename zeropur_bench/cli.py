@@ -14,7 +14,10 @@ import click
 from .errors import UserError
 
 DATASET_CHOICES = ("cifar10", "cifar100", "imagenet")
-SHIPPED = Path(__file__).resolve().parent / "weights"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -25,13 +28,35 @@ def _friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {_one_line(exc)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; rerun the same command to resume from the last finished batch", err=True)
             sys.exit(130)
 
     return wrapper
+
+
+class _Group(click.Group):
+    """Click's usage errors (a bad --dataset, a missing option) as one line too, with where to look."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            ctx = getattr(e, "ctx", None)
+            where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            click.echo(f"error: {_one_line(e.format_message())}{where}", err=True)
+            sys.exit(2)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        if standalone_mode:
+            sys.exit(rv if isinstance(rv, int) else 0)
+        return rv
 
 
 def parse_number(text: str, what: str = "value") -> float:
@@ -80,30 +105,30 @@ def parse_attack(text: str):
     return AttackSpec(name=name.strip(), params=parse_kv(rest, f"--attack {text}"))
 
 
-def default_model(dataset: str) -> tuple[str, str | None, str | None, str]:
-    """(model, checkpoint, recipe, message): the project's shipped weights where they exist, else RobustBench's
-    standard model (``Standard`` on CIFAR-10, ``Standard_R50`` on ImageNet)."""
-    shipped = SHIPPED / f"{dataset}_resnet20_standard.pt"
-    if shipped.is_file():
-        return "resnet20", str(shipped), "standard", f"default classifier: shipped {shipped.name} (ResNet-20)"
+def default_model(dataset: str) -> tuple[str, str]:
+    """(model, message): the project's shipped ``resnet20-<dataset>-standard`` where it is registered, else
+    RobustBench's standard model (``Standard`` on CIFAR-10, ``Standard_R50`` on ImageNet)."""
+    from . import registry
+
+    name = f"resnet20-{dataset}-standard"
+    if registry.get(name) is not None:
+        return name, f"default classifier: shipped '{name}' (ResNet-20, 'Standard' recipe; `zeropur-bench list`)"
     zoo = {"cifar10": "Standard", "imagenet": "Standard_R50"}.get(dataset)
     if zoo is None:
         raise UserError(f"no default {dataset} classifier is shipped yet (see zeropur_bench/weights/README.md); "
                         f"pass --model ARCH --checkpoint PATH (e.g. one trained with `zeropur-bench train`)")
-    return zoo, None, None, (f"default classifier: RobustBench '{zoo}'; offline it needs "
-                             f"models/{dataset}/Linf/{zoo}.pt — or pass e.g. --model resnet20 "
-                             f"--checkpoint ../shared/weights/cifar10/resnet20.th")
+    return zoo, (f"default classifier: RobustBench '{zoo}'; offline it needs models/{dataset}/Linf/{zoo}.pt — or "
+                 f"pass e.g. --model resnet20-cifar10-public")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.version_option(package_name="zeropur-bench")
 def main() -> None:
     """ZeroPur purification benchmarks for RobustBench / AutoAttack.
 
     \b
     Example:
-      zeropur-bench run --dataset cifar10 --threat linf --model resnet20 \\
-          --checkpoint ../shared/weights/cifar10/resnet20.th --n-ex 200
+      zeropur-bench run --dataset cifar10 --threat linf --model resnet20-cifar10-public --n-ex 200
       zeropur-bench table --out results/table2.md
     """
 
@@ -113,8 +138,9 @@ def main() -> None:
 @click.option("--threat", type=click.Choice(["linf", "l2"], case_sensitive=False), default="linf", show_default=True,
               help="Threat model of the ATTACK. Purification stays L∞ with its own budget (eps_c, eps_f) whatever "
                    "the threat model, as in the paper.")
-@click.option("--model", default=None, help="RobustBench zoo name or built-in architecture (see `list`). Default: "
-              "the project's shipped weights for the dataset where they exist, else RobustBench 'Standard'.")
+@click.option("--model", default=None, help="Shipped classifier (e.g. resnet20-cifar10-standard), built-in "
+              "architecture (with --checkpoint) or RobustBench zoo name (see `list`). Default: the shipped "
+              "resnet20-<dataset>-standard where it exists, else RobustBench 'Standard'.")
 @click.option("--checkpoint", default=None, help="Local checkpoint for a built-in architecture.")
 @click.option("--model-dir", default=None, help="Folder of RobustBench checkpoints (<dir>/<dataset>/<threat>/<name>.pt).")
 @click.option("--data-dir", default=None, help="Data folder (default: $ZEROPUR_BENCH_DATA, else ./data).")
@@ -128,7 +154,7 @@ def main() -> None:
 @click.option("--zp", "zp_overrides", default="", help="ZeroPur overrides, e.g. 'coarse_steps=5,fine_steps=20'.")
 @click.option("--attack", "attacks", multiple=True,
               help="Registered attack, optionally with parameters: NAME[:k=v,...], e.g. pgd:steps=40 or "
-                   "autoattack:version=standard. Repeatable. Default: pgd (PGD-20) and autoattack:version=rand (labelled autoattack-rand).")
+                   "autoattack:version=standard. Repeatable. Default: pgd (PGD-20) and autoattack:version=rand (AutoAttack-rand).")
 @click.option("--setting", type=click.Choice(["transfer", "adaptive"]), default="transfer", show_default=True,
               help="transfer: crafted on the bare classifier then purified (Tables 2–5); adaptive: crafted "
                    "against the defended model (Table 6).")
@@ -147,38 +173,46 @@ def main() -> None:
 @click.option("--estimator", type=click.Choice(["one-shot", "logit-avg", "majority"]), default="one-shot",
               show_default=True, help="How a stochastic defense is judged (collapses to one call if deterministic).")
 @click.option("--estimator-n", type=int, default=1, show_default=True)
-@click.option("--recipe", default=None, help="How the classifier was trained (vanilla/standard/strong), for tables.")
-@click.option("--out", default=None, help="Record path (default: results/<dataset>-<threat>-<model>-<setting>-<hash>.json).")
+@click.option("--recipe", default=None, help="How your classifier was trained (vanilla/standard/strong/...), for "
+              "tables; shipped and registered classifiers bring their own.")
+@click.option("--out", default=None, help="Record path, or a folder (existing, or ending in /) for the default name "
+              "<dataset>-<threat>-<model>-<setting>-<hash>.json (default folder: results/).")
+@click.option("--shard", default=None, help="K/N: compute only batches b with b %% N == K into the shared "
+              "<record>.partial/ (one job of an array); assemble with --merge-only once all N are done.")
+@click.option("--merge-only", is_flag=True, help="Compute nothing: assemble the record from <record>.partial/ when "
+              "every batch exists, else list the missing ones and exit 2.")
 @click.option("--no-progress", is_flag=True)
 @_friendly
 def run_cmd(dataset: str, threat: str, model: str | None, checkpoint: str | None, model_dir: str | None,
             data_dir: str | None, defense: str, stages: tuple[str, ...], profile: str, blur: tuple[str, ...],
             zp_overrides: str, attacks: tuple[str, ...], setting: str, eps: str | None, n_ex: int | None,
             batch_size: int, device: str, dtype: str, channels_last: bool, seed: int, data_seed: int | None,
-            estimator: str, estimator_n: int, recipe: str | None, out: str | None, no_progress: bool) -> None:
+            estimator: str, estimator_n: int, recipe: str | None, out: str | None, shard: str | None,
+            merge_only: bool, no_progress: bool) -> None:
     """Evaluate a (defended) classifier under attack and write a record under results/.
 
     \b
     Examples:
-      zeropur-bench run --dataset cifar10 --threat linf --model resnet20 \\
-          --checkpoint ../shared/weights/cifar10/resnet20.th --n-ex 200
+      zeropur-bench run --dataset cifar10 --threat linf --model resnet20-cifar10-public --n-ex 200
       zeropur-bench run --model resnet20 --checkpoint ../shared/weights/cifar10/resnet20.th \\
           --setting adaptive --attack bpda-eot:steps=10 --stages c --n-ex 50
+      torchrun --nproc_per_node=4 -m zeropur_bench run --model resnet20-cifar10-public --n-ex 1000
     """
     from .archs import ARCHS
-    from .evaluate import AttackSpec, DefenseSpec, EvalConfig, Evaluator, default_out
+    from .evaluate import AttackSpec, DefenseSpec, EvalConfig, Evaluator
 
+    from . import distributed, registry
+
+    device = distributed.resolve_device(device)  # under torchrun: cuda -> cuda:LOCAL_RANK
     if model is None:
-        model, default_ckpt, default_recipe, msg = default_model(dataset)
-        checkpoint = checkpoint or default_ckpt
-        recipe = recipe or default_recipe
-        click.echo(msg, err=True)
-    elif model == "resnet20" and checkpoint and "shared/weights/cifar10" in checkpoint and recipe is None:
-        recipe = "standard-padcrop"
+        model, msg = default_model(dataset)
+        if not (distributed.launched_by_torchrun() and os.environ.get("RANK") != "0"):
+            click.echo(msg, err=True)
     if n_ex is None:
-        n_ex = 100 if model in ARCHS and model.startswith("resnet") and model != "resnet18" else 10
+        arch = registry.get(model).arch if registry.get(model) else model
+        n_ex = 100 if arch in ARCHS and arch.startswith("resnet") and arch != "resnet18" else 10
     attack_specs = [parse_attack(a) for a in attacks] or [
-        AttackSpec("pgd"), AttackSpec("autoattack", {"version": "rand"}, label="autoattack-rand")]
+        AttackSpec("pgd"), AttackSpec("autoattack", {"version": "rand"})]
     overrides = parse_kv(zp_overrides, "--zp")
     if defense == "none":
         variants = [DefenseSpec(name="none")]
@@ -200,44 +234,72 @@ def run_cmd(dataset: str, threat: str, model: str | None, checkpoint: str | None
                         n_ex=n_ex, data_seed=data_seed, seed=seed, estimator=estimator, estimator_n=estimator_n,
                         batch_size=batch_size, device=device, dtype=dtype, channels_last=channels_last,
                         recipe=recipe)
-    out_path = Path(out) if out else default_out(config)
-    ev = Evaluator(config, data_dir=data_dir)
-    record = ev.run(out=out_path, progress=not no_progress)
+    shard_kn = distributed.parse_shard(shard)
+    if distributed.launched_by_torchrun() and (shard_kn or merge_only):
+        raise UserError("--shard and --merge-only are for independent jobs; under torchrun the ranks share the "
+                        "batches themselves")
+    if shard_kn and merge_only:
+        raise UserError("give either --shard K/N (compute a share) or --merge-only (assemble), not both")
+    ctx = distributed.init(config.device)
+    try:
+        ev = Evaluator(config, data_dir=data_dir)
+        if ctx.active:
+            record = ev.run(out=out, progress=not no_progress and ctx.is_main, shard=(ctx.rank, ctx.world_size),
+                            barrier=distributed.barrier(ctx), assemble=ctx.is_main,
+                            worker=f"rank {ctx.rank}/{ctx.world_size}")
+        else:
+            record = ev.run(out=out, progress=not no_progress, shard=shard_kn, merge_only=merge_only,
+                            assemble=shard_kn is None)
+    finally:
+        distributed.finish(ctx)
+    if "status" in record:  # a share of the batches, not the record
+        if not ctx.active:
+            click.echo(f"{shard}: computed {record['computed']} and found {record['resumed']} finished batches in "
+                       f"{record['partial']}; once every shard is done, assemble with the same command and "
+                       f"--merge-only instead of --shard")
+        return
     click.echo(summary_text(record))
     resumed = f" (resumed {ev.batches_resumed} finished batches)" if ev.batches_resumed else ""
-    click.echo(f"record written to {out_path}{resumed}")
+    workers = f" by {ctx.world_size} ranks" if ctx.active else ""
+    click.echo(f"record written to {record['_path']}{workers}{resumed}")
 
 
 def summary_text(record: dict) -> str:
-    """The end-of-run table: accuracy [95% CI] per defense variant and attack."""
+    """The end-of-run tables: robust accuracy (defended clean ∧ adversarial) per defense variant and attack, with
+    final-only beside any-step for adaptive iterative attacks; then the paper's protocol (accuracy on the
+    adversarial input alone), clearly apart. Percent with 95% Wilson intervals."""
     import pandas as pd
 
     c = record["config"]
     pct = lambda a, ci: f"{100 * a:.1f} [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]"  # noqa: E731
-    rows = []
-    bare = record.get("bare_classifier")
-    if bare is not None:
-        s = bare
-        rows.append({"defense": "none (bare classifier)", "clean": pct(s["clean_acc"], s["ci95"]["clean_acc"]),
-                     **{a: pct(s["robust_acc"][a], s["ci95"]["robust_acc"][a]) for a in s["robust_acc"]},
-                     "worst case": pct(s["worst_case_acc"], s["ci95"]["worst_case_acc"])})
-    for k, v in record["variants"].items():
-        s = v["summary"]
-        row = {"defense": k, "clean": pct(s["defended_clean_acc"], s["ci95"]["defended_clean_acc"])}
+    robust_rows, paper_rows = [], []
+    blocks = []
+    if record.get("bare_classifier") is not None:
+        blocks.append(("none (bare classifier)", record["bare_classifier"], "clean_acc"))
+    blocks += [(k, v["summary"], "defended_clean_acc") for k, v in record["variants"].items()]
+    for name, s, clean_key in blocks:
+        row = {"defense": name, "clean": pct(s[clean_key], s["ci95"][clean_key])}
+        prow = dict(row)
         for a in s["robust_acc"]:
             row[a] = pct(s["robust_acc"][a], s["ci95"]["robust_acc"][a])
-            if "robust_final_acc" in s:
+            if a in s.get("robust_final_acc", {}):
                 row[a + " (final only)"] = pct(s["robust_final_acc"][a], s["ci95"]["robust_final_acc"][a])
+            prow[a] = pct(s["adv_acc"][a], s["ci95"]["adv_acc"][a])
         row["worst case"] = pct(s["worst_case_acc"], s["ci95"]["worst_case_acc"])
-        rows.append(row)
-    head = (f"{c['dataset']} {c['threat']} eps={c['eps_str']} {c['setting']} | model {c['model']} | n={record['summary']['n']}"
-            f" | accuracy % [95% Wilson CI]")
-    return head + "\n" + pd.DataFrame(rows).to_markdown(index=False)
+        robust_rows.append(row)
+        paper_rows.append(prow)
+    head = (f"{c['dataset']} {c['threat']} eps={c['eps_str']} {c['setting']} | model {c['model']} | "
+            f"n={record['summary']['n']} | accuracy % [95% Wilson CI]")
+    any_step = " (adaptive: any step, an image broken at any iterate stays broken)" if c["setting"] == "adaptive" else ""
+    return (head + f"\n\nRobust accuracy = right on the clean image AND on the attack's input{any_step}:\n"
+            + pd.DataFrame(robust_rows).to_markdown(index=False)
+            + "\n\nPaper's protocol, for comparison with the paper only: right on the attack's input, clean result "
+              "ignored (not a robustness claim):\n" + pd.DataFrame(paper_rows).to_markdown(index=False))
 
 
 @main.command("table")
 @click.option("--out", required=True, help="Output file, e.g. results/table2.md (the table number is taken from "
-              "the name unless --table is given; .csv / .tex choose the format).")
+              "the name unless --table is given; .csv / .tex choose the format), or a folder (with --table).")
 @click.option("--table", "table_no", type=int, default=None, help="Paper table number: 2, 3, 4, 5 or 6.")
 @click.option("--results", "results_dir", default="results", show_default=True, help="Folder of run records.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default=None,
@@ -251,12 +313,20 @@ def table_cmd(out: str, table_no: int | None, results_dir: str, fmt: str | None)
       zeropur-bench table --out results/table2.md
       zeropur-bench table --out results/t4.csv --table 4
     """
+    from .evaluate import resolve_out
     from .records import write_text_atomic
     from .tables import infer_format, infer_table_number, load_records, render_table
 
+    folder = out.endswith(("/", os.sep)) or Path(out).is_dir()
+    if folder and table_no is None:
+        raise UserError(f"--out '{out}' is a folder: give --table N (2..6) to name the file, or give a file name "
+                        "such as results/table2.md")
     number = table_no if table_no is not None else infer_table_number(out)
     if number not in (2, 3, 4, 5, 6):
         raise UserError(f"table {number} is not one of the paper's result tables 2, 3, 4, 5, 6")
+    ext = {"csv": ".csv", "latex": ".tex"}.get(fmt or "markdown", ".md")
+    path = resolve_out(out, f"table{number}{ext}")
+    out = str(path)
     fmt = fmt or infer_format(out)
     text = render_table(number, load_records(results_dir), fmt=fmt)
     write_text_atomic(out, text)
@@ -283,6 +353,13 @@ def list_cmd() -> None:
     click.echo("Datasets:")
     click.echo(pd.DataFrame([{"dataset": k, "classes": v["num_classes"], "splits": ", ".join(v["splits"])}
                              for k, v in DATASETS.items()]).to_markdown(index=False))
+    from . import registry
+
+    click.echo("\nShipped and registered classifiers (--model NAME; zeropur_bench/weights/registry.json):")
+    click.echo(pd.DataFrame([{"name": e.name, "dataset": e.dataset, "arch": e.arch, "recipe": e.recipe,
+                              "test acc %": f"{100 * e.test_acc:.2f}" if e.test_acc is not None else "?",
+                              "file": e.file, "sha256": e.sha256[:12]}
+                             for e in registry.entries().values()]).to_markdown(index=False))
     click.echo("\nBuilt-in architectures (use with --checkpoint); any RobustBench zoo name also works:")
     click.echo(pd.DataFrame([{"name": a.name, "params (M)": a.params_m, "description": a.description}
                              for a in ARCHS.values()]).to_markdown(index=False))
@@ -338,8 +415,7 @@ def sanity_cmd(dataset: str, model: str | None, checkpoint: str | None, model_di
     from .sanity import run_sanity, sanity_report_text
 
     if model is None:
-        model, default_ckpt, _, msg = default_model(dataset)
-        checkpoint = checkpoint or default_ckpt
+        model, msg = default_model(dataset)
         click.echo(msg, err=True)
     config = EvalConfig(model=model, dataset=dataset, checkpoint=checkpoint, model_dir=model_dir, n_ex=n_ex,
                         batch_size=batch_size, seed=seed, device=device,
@@ -435,12 +511,21 @@ def train_cmd(**kw: Any) -> None:
 
 
 def _short(v: Any) -> str:
-    if isinstance(v, float):
-        frac = Fraction(v * 255).limit_denominator(10)
-        if 0 < v <= 32 / 255 and abs(float(frac) / 255 - v) < 1e-9:
-            return f"{frac}/255"
-        return f"{v:g}"
-    return str(v)
+    from .attacks.base import _fmt_value
+
+    return _fmt_value(v)
+
+
+def _register_figure_commands() -> None:
+    """``plot`` and ``sweep`` live with their concepts (figures: plots.py; the steps sweep: sweep.py)."""
+    from .plots import plot_cmd
+    from .sweep import sweep_cmd
+
+    main.add_command(plot_cmd, "plot")
+    main.add_command(sweep_cmd, "sweep")
+
+
+_register_figure_commands()
 
 
 if __name__ == "__main__":  # pragma: no cover

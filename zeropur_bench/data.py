@@ -28,6 +28,12 @@ DATASETS: dict[str, dict] = {
     "imagenet": {"num_classes": 1000, "shape": (3, 224, 224), "splits": ("test",)},
 }
 ENV_VAR = "ZEROPUR_BENCH_DATA"
+OFFLINE_VAR = "ZEROPUR_BENCH_OFFLINE"
+
+
+def offline() -> bool:
+    """``$ZEROPUR_BENCH_OFFLINE`` set to 1/true/yes: never try to download data or checkpoints."""
+    return os.environ.get(OFFLINE_VAR, "").strip().lower() in ("1", "true", "yes")
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,24 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     if data_dir is not None:
         return Path(data_dir)
     return Path(os.environ.get(ENV_VAR) or "data")
+
+
+def portable_path(path: str | os.PathLike) -> str:
+    """``path`` as a reader on another machine can use it, never a machine's absolute path: under
+    ``$ZEROPUR_BENCH_DATA`` it is written ``$ZEROPUR_BENCH_DATA/<rest>``; under the working directory or its
+    parent (``../shared``) it is relative to the working directory; otherwise only its last two parts remain.
+    For display and provenance only: nothing is identified by a path (hashes do that)."""
+    p = Path(os.path.abspath(path))
+    env = os.environ.get(ENV_VAR)
+    if env:
+        try:
+            return f"${ENV_VAR}/{p.relative_to(Path(os.path.abspath(env))).as_posix()}".rstrip("/")
+        except ValueError:
+            pass
+    rel = Path(os.path.relpath(p, os.getcwd()))
+    if not rel.parts or rel.parts[0] != ".." or (len(rel.parts) > 1 and rel.parts[1] != ".."):
+        return rel.as_posix()
+    return "…/" + "/".join(p.parts[-2:])
 
 
 def slice_sha256(x: torch.Tensor, y: torch.Tensor) -> str:
@@ -125,7 +149,9 @@ def load_data(dataset: str, split: str = "test", n: int | None = None, data_dir:
     npz = root / f"{dataset}_{split}.npz"
     if npz.is_file():
         x, y = _load_npz(npz, n)
-        source, path = "npz", str(npz)
+        source, path = "npz", portable_path(npz)
+    elif offline():
+        raise UserError(_missing_message(dataset, split, root, f"offline mode (${OFFLINE_VAR}), no download tried"))
     else:
         try:
             x, y, source = _load_robustbench(dataset, split, root, n)
@@ -134,7 +160,7 @@ def load_data(dataset: str, split: str = "test", n: int | None = None, data_dir:
         except Exception as exc:  # offline download failure, missing folder, md5 mismatch ...
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserError(_missing_message(dataset, split, root, why[:200])) from None
-        path = str(root)
+        path = portable_path(root)
     if n is not None and len(x) < n:
         raise UserError(f"asked for n={n} {dataset} {split} examples but '{path}' holds only {len(x)}")
     info = DataInfo(dataset=dataset, split=split, n=len(x), source=source, path=path, sha256=slice_sha256(x, y))

@@ -38,7 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UserError
-from .evaluate import THREATS, AttackSpec, EvalConfig, eps_str, evaluate
+from .evaluate import THREATS, AttackSpec, DefenseSpec, EvalConfig, eps_str, evaluate
 from .records import write_json_atomic
 from .stats import mcnemar_one_sided, wilson
 
@@ -176,7 +176,8 @@ def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,
     base, more = _with_steps(attack, steps), _with_steps(attack, steps * steps_factor)
     square = AttackSpec("square", {"n_queries": square_queries})
     gradient = [base, more, *extra_attacks]
-    keys = [a.key for a in gradient]
+    eps0 = float(config.eps)
+    keys = [a.key_for(eps0, config.threat) for a in gradient]
     if len(set(keys)) != len(keys):
         raise UserError(f"the sanity attacks share a name ({keys}); give extra_attacks distinct labels")
 
@@ -186,40 +187,50 @@ def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,
                                  model_dir=config.model_dir, device=config.device, return_info=True)
     common = dict(data_dir=data_dir, write=False, progress=progress, classifier=clf, model_info=minfo.to_dict())
 
-    def run(setting: str, eps: float, attacks: list[AttackSpec]) -> dict:
-        sub = dataclasses.replace(config, setting=setting, eps=eps, attacks=attacks, defenses=[primary])
+    def run(setting: str, eps: float, attacks: list[AttackSpec], defense: DefenseSpec = primary) -> dict:
+        sub = dataclasses.replace(config, setting=setting, eps=eps, attacks=attacks, defenses=[defense])
         rec = evaluate(sub, **common)
-        return rec["variants"][primary.key]
+        return rec["variants"][defense.key]
 
-    eps0 = float(config.eps)
     main = run("adaptive", eps0, [*gradient, square])
-    sweep = {}
+    sweep, bare_sweep = {}, {}
+    bare_attack = AttackSpec("pgd", {"steps": steps})  # the bare classifier at each eps, as many steps
     for e in eps_grid:
         sweep[e] = main if _same_eps(e, eps0) else run("adaptive", e, [base])
+        bare_sweep[e] = run("transfer", e, [bare_attack], DefenseSpec(name="none"))
     transfer = run("transfer", eps0, [TRANSFER_ATTACK])
+    bkey = {e: base.key_for(e, config.threat) for e in eps_grid}
+    square_key = square.key_for(eps0, config.threat)
+    bare_key = {e: bare_attack.key_for(e, config.threat) for e in eps_grid}
 
     s, ex = main["summary"], main["examples"]
     n = s["n"]
     checks: list[dict[str, Any]] = []
 
     # 1. eps sweep
-    accs = [sweep[e]["summary"]["robust_acc"][base.key] for e in eps_grid]
+    accs = [sweep[e]["summary"]["robust_acc"][bkey[e]] for e in eps_grid]
     d1 = decide_eps_sweep(eps_grid, accs, n, max_acc=max_acc_at_largest_eps)
     d1["rises"] = [[eps_str(a, config.threat), eps_str(b, config.threat)] for a, b in d1["rises"]]
     d1["sweep"] = [{"eps": e, "eps_str": eps_str(e, config.threat),
-                    "robust_acc": sweep[e]["summary"]["robust_acc"][base.key],
-                    "robust_final_acc": sweep[e]["summary"].get("robust_final_acc", {}).get(base.key),
-                    "ci95": sweep[e]["summary"]["ci95"]["robust_acc"][base.key]} for e in eps_grid]
+                    "robust_acc": sweep[e]["summary"]["robust_acc"][bkey[e]],
+                    "robust_final_acc": sweep[e]["summary"].get("robust_final_acc", {}).get(bkey[e]),
+                    "adv_acc": sweep[e]["summary"]["adv_acc"][bkey[e]],
+                    "ci95": sweep[e]["summary"]["ci95"]["robust_acc"][bkey[e]],
+                    "bare_attack": bare_key[e],
+                    "bare_robust_acc": bare_sweep[e]["summary"]["robust_acc"][bare_key[e]],
+                    "bare_ci95": bare_sweep[e]["summary"]["ci95"]["robust_acc"][bare_key[e]]}
+                   for e in eps_grid]
     last = eps_str(eps_grid[-1], config.threat)
-    msg1 = (f"{base.key}: robust accuracy {100 * d1['acc_at_largest_eps']:.1f}% at eps {last}"
+    msg1 = (f"{bkey[eps_grid[-1]]}: robust accuracy {100 * d1['acc_at_largest_eps']:.1f}% at eps {last}"
             f" ({'≤' if d1['reaches_zero'] else '>'} {100 * max_acc_at_largest_eps:g}%)"
             + ("" if d1["monotone"] else f"; rises with eps between {d1['rises']}"))
     checks.append({"name": "eps-sweep", "passed": d1["passed"], "details": d1, "message": msg1})
 
     # 2. convergence
-    k0, k1 = sum(ex["robust_correct"][base.key]), sum(ex["robust_correct"][more.key])
+    base_key, more_key = keys[0], keys[1]
+    k0, k1 = sum(ex["robust_correct"][base_key]), sum(ex["robust_correct"][more_key])
     d2 = decide_convergence(k0, k1, n)
-    d2.update(steps=steps, more_steps=steps * steps_factor, attack_steps=base.key, attack_more_steps=more.key)
+    d2.update(steps=steps, more_steps=steps * steps_factor, attack_steps=base_key, attack_more_steps=more_key)
     msg2 = (f"{steps} → {steps * steps_factor} steps: {100 * d2['acc_steps']:.1f}% → "
             f"{100 * d2['acc_more_steps']:.1f}%"
             f" (change {100 * abs(d2['difference']):.1f} pt {'≤' if d2['passed'] else '>'} CI half-width "
@@ -229,8 +240,8 @@ def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,
     # 3. gradient-free vs gradient
     grad_vecs = [ex["robust_correct"][k] for k in keys]
     grad_worst = [all(v[i] for v in grad_vecs) for i in range(n)]
-    d3 = decide_gradient_free(grad_worst, ex["robust_correct"][square.key], alpha=alpha)
-    d3.update(square_attack=square.key, gradient_attacks=keys,
+    d3 = decide_gradient_free(grad_worst, ex["robust_correct"][square_key], alpha=alpha)
+    d3.update(square_attack=square_key, gradient_attacks=keys,
               gradient_acc_per_attack={k: s["robust_acc"][k] for k in keys})
     msg3 = (f"Square ({square_queries} queries) {100 * d3['square_acc']:.1f}% vs gradient attacks "
             f"{100 * d3['gradient_acc']:.1f}%; Square alone breaks {d3['square_only_breaks']}, gradient alone "
@@ -239,13 +250,13 @@ def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,
     checks.append({"name": "gradient-free", "passed": d3["passed"], "details": d3, "message": msg3})
 
     # 4. adaptive <= transfer
-    tkey = TRANSFER_ATTACK.key
+    tkey = TRANSFER_ATTACK.key_for(eps0, config.threat)
     if transfer["examples"]["index"] != ex["index"]:
         raise RuntimeError("transfer and adaptive runs saw different examples")  # internal invariant
     d4 = decide_adaptive_vs_transfer(grad_worst, transfer["examples"]["robust_correct"][tkey])
-    d4.update(transfer_attack="pgd (PGD-20, crafted on the bare classifier, then purified)", adaptive_attacks=keys)
+    d4.update(transfer_attack=f"{tkey} (crafted on the bare classifier, then purified)", adaptive_attacks=keys)
     msg4 = (f"adaptive (any-step, worst case) {100 * d4['adaptive_acc']:.1f}% "
-            f"{'≤' if d4['passed'] else '>'} transfer PGD-20 {100 * d4['transfer_acc']:.1f}%")
+            f"{'≤' if d4['passed'] else '>'} transfer {tkey} {100 * d4['transfer_acc']:.1f}%")
     checks.append({"name": "adaptive-vs-transfer", "passed": d4["passed"], "details": d4, "message": msg4})
 
     flag_text = {"eps-sweep": "attack does not drive robust accuracy to ~0 at large eps (or it rises with eps)",
@@ -254,7 +265,8 @@ def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,
                  "adaptive-vs-transfer": "adaptive attack weaker than the transfer attack on the same examples"}
     flags = [f"{c['name']}: {flag_text[c['name']]}" for c in checks if not c["passed"]]
     report = {
-        "schema": "zeropur-bench/sanity/v1",
+        "schema": "zeropur-bench/sanity/v2",
+        "semantics": "robust accuracy = defended clean AND adversarial (records schema v2)",
         "checks": checks,
         "flags": flags,
         "passed": not flags,
@@ -264,19 +276,25 @@ def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,
         "eps_str": eps_str(eps0, config.threat),
         "clean_acc": s["clean_acc"],
         "defended_clean_acc": s["defended_clean_acc"],
-        "params": {"eps_grid": eps_grid, "attack": {**dataclasses.asdict(attack), "key": attack.key},
+        "params": {"eps_grid": eps_grid, "attack": {**dataclasses.asdict(attack), "key": base_key},
                    "steps": steps, "steps_factor": steps_factor, "square_queries": square_queries,
                    "extra_attacks": [dataclasses.asdict(a) for a in extra_attacks],
                    "max_acc_at_largest_eps": max_acc_at_largest_eps, "alpha": alpha,
                    "transfer_attack": dataclasses.asdict(TRANSFER_ATTACK)},
         "config": config.to_dict(),
-        "provenance": {"model": minfo.to_dict()},
+        "provenance": {"model": _portable(minfo.to_dict())},
         "wall_seconds": time.perf_counter() - t0,
     }
     if out is not None:
         write_json_atomic(out, report)
         report["_path"] = str(out)
     return report
+
+
+def _portable(info: dict) -> dict:
+    from .data import portable_path
+
+    return {**info, "checkpoint": portable_path(info["checkpoint"])} if info.get("checkpoint") else info
 
 
 def sanity_report_text(report: dict) -> str:
@@ -293,7 +311,9 @@ def sanity_report_text(report: dict) -> str:
     sweep = next((c["details"].get("sweep") for c in report["checks"] if c["name"] == "eps-sweep"), None)
     if sweep:
         rows = [{"eps": r["eps_str"], "robust acc (any step) %": 100 * r["robust_acc"],
-                 "95% CI %": f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]"} for r in sweep]
+                 "95% CI %": f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]",
+                 **({f"bare classifier ({r['bare_attack']}) %": 100 * r["bare_robust_acc"]}
+                    if "bare_robust_acc" in r else {})} for r in sweep]
         text += "\n\n### eps sweep\n\n" + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f")
     text += "\n\n" + ("**Flags:**\n" + "\n".join(f"- {f}" for f in report["flags"]) if report["flags"]
                       else "No flags.")

@@ -1,34 +1,47 @@
 """The paper's Tables 2–6, rendered from the reference rows in ``leaderboards/`` plus the records under ``results/``.
 
-Each table has two sections: the paper's rows (layout, column groups and row order as in the paper) and a
-"Measured here" section with one row per (record, defense variant): explicit architecture, training recipe, n, the
-defense variant, and every cell as ``value [lo, hi]`` (percent, 95% CI from the record). A ZeroPur cell of the
-paper's layout that no record fills is a "–" row whose footnote gives the ``zeropur-bench run`` command that fills
-it. Measured rows never sit under a paper heading such as "ResNet-18": they carry their own architecture column.
+Each table has two sections:
 
-Record fields this module reads (``docs/architecture.md``, schema ``zeropur-bench/record/v1``):
+* **Paper (reference rows)**: the paper's rows, layout, column groups and row order as in the paper.
+* **Measured here**: a side-by-side comparison with the paper, one row per (record, defense variant) (Table 6:
+  per BPDA+EOT attack too). Each row names the paper row it stands beside ("Paper row": the paper's ZeroPur row of
+  the same training recipe and stages, on the same architecture when the paper has it, else on the paper's first
+  architecture, with the difference stated), its own architecture, recipe and n, and per paper metric M:
+  ``M paper`` (the paper's number as printed), ``M paper protocol`` (accuracy on the adversarial input alone, the
+  clean result ignored, as the paper reports it: the record's ``adv_acc``), ``M Δ`` (paper protocol − paper,
+  points), ``M paper in CI`` (✓ when the paper's number lies inside the measured 95% Wilson interval) and
+  ``M robust`` (clean ∧ adversarial: the record's ``robust_acc``, ≤ clean). Every measured value is
+  ``value [lo, hi]`` in percent. Table 2 adds ``BPDA+EOT any-step (adaptive, robust)`` from an adaptive record of
+  the same classifier and defense. A ZeroPur row of the paper that no record fills is a "–" row (beside its paper
+  number) whose footnote gives the ``zeropur-bench run`` command that fills it.
 
-- ``config``: ``dataset``, ``threat`` ("linf"/"l2"), ``eps`` (float), ``setting`` ("transfer"/"adaptive"),
-  ``model``, ``arch`` (built-in arch name or zoo name), ``recipe`` (str or null), ``checkpoint`` (optional, for the
-  fill-in commands), ``n_ex``, ``attacks``: list of ``{"name", "params"}`` (optional ``"key"``).
-- ``variants``: ``{variant: {"defense": {"name": "zeropur"|"none", "profile", "stages": "c"|"cf", "blur"},
-  "summary": {...}}}``; without ``variants`` the top-level ``summary`` and ``config["defense"]`` are one variant.
-- ``summary``: ``n``, ``defended_clean_acc``, ``robust_acc[key]``, ``ci95.defended_clean_acc``,
-  ``ci95.robust_acc[key]`` (fractions). ``key`` is the attack entry's ``"key"`` if it has one, else its ``"name"``.
-- ``provenance.model`` (optional): ``ModelInfo`` dict; ``meta.recipe`` is used when ``config.recipe`` is null.
+A column carries a paper's or a library's name only when the attack ran with their settings: the PGD-20 columns
+take the record's attack whose ``key`` is exactly ``"PGD-20"`` (App. A.2's settings), the AutoAttack columns the
+one whose key is exactly ``"AutoAttack-rand"`` (AutoAttack's own settings, the 'rand' version the paper reports).
+``pgd[steps=10]``, ``autoattack[n_iter=2,version=rand]`` or ``AutoAttack-standard`` fill neither; the footnote
+then says what to run. Table 6 takes ``bpda-eot`` with any parameters, one row per such attack, named by its key.
+
+Record fields this module reads (schema ``zeropur-bench/record/v2``, semantics in ``zeropur_bench.records``):
+
+- ``config``: ``dataset``, ``threat`` ("linf"/"l2"), ``eps``, ``setting`` ("transfer"/"adaptive"), ``model``,
+  ``arch``, ``recipe`` (``vanilla``/``standard``/``strong``/``standard-padcrop``/null), ``checkpoint``, ``n_ex``,
+  ``attacks``: list of ``{"name", "params", "label", "key", "resolved"}``.
+- ``keys.comparison.model.checkpoint_sha256``: identifies the classifier (Table 2's adaptive column).
+- ``variants``: ``{variant: {"defense": {"name": "zeropur"|"none", "profile", "stages", "blur", "overrides",
+  "resolved": {...}}, "summary": {...}}}``.
+- ``summary``: ``n``, ``defended_clean_acc``, ``adv_acc[key]``, ``robust_acc[key]``, ``robust_final_acc[key]``
+  (adaptive iterative attacks), and ``ci95`` with the same structure ([lo, hi] fractions).
+- ``provenance.model`` (optional): ``recipe`` / ``meta.recipe`` when ``config.recipe`` is null.
 
 Which record fills which table (the paper's settings, Sec. 4 and App. A.2):
 
-| table | dataset | threat, eps | setting | columns |
+| table | dataset | threat, eps | setting | metrics |
 |---|---|---|---|---|
-| 2 | cifar10 | linf 8/255 | transfer | PGD-20 = ``pgd`` with steps 20; AutoAttack = ``autoattack`` version rand |
-| 3 | cifar10 | l2 0.5 | transfer | as Table 2 |
-| 4 | cifar100 | linf 8/255 | transfer | as Table 2 |
-| 5 | imagenet | linf 4/255 | transfer | Natural = defended clean accuracy; AutoAttack (rand) |
-| 6 | any | linf 8/255 | adaptive | BPDA+EOT = ``bpda-eot``, any number of steps (one row per such attack) |
-
-Attack parameters missing from a record's ``params`` take the registered attack's defaults
-(``zeropur_bench.attacks.ATTACKS[name].defaults``).
+| 2 | cifar10 | linf 8/255 | transfer | PGD-20 (key ``PGD-20``), AutoAttack (key ``AutoAttack-rand``); + adaptive BPDA+EOT |
+| 3 | cifar10 | l2 0.5 | transfer | as Table 2, without the adaptive column |
+| 4 | cifar100 | linf 8/255 | transfer | as Table 3 |
+| 5 | imagenet | linf 4/255 | transfer | Natural (defended clean accuracy), AutoAttack (key ``AutoAttack-rand``) |
+| 6 | any | linf 8/255 | adaptive | BPDA+EOT = ``bpda-eot``, any parameters (one row per such attack) |
 """
 from __future__ import annotations
 
@@ -37,31 +50,51 @@ import math
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 from tabulate import tabulate
 
 from .errors import UserError
 from .evaluate import default_eps
-from .records import SCHEMA
+from .records import OLD_SCHEMAS, SCHEMA
 
 FORMATS = ("markdown", "csv", "latex")
 MISSING = "–"  # en dash: a cell of the paper's layout not measured here
 NOT_REPORTED = "-"  # the paper's own mark for a number its source did not report
+IN_CI, NOT_IN_CI = "✓", "✗"
 _EPS_TOL = 1e-6
+FILL_N_EX = 1000  # examples in the commands that fill a paper row (the paper: the full 10,000)
+
+CLEAN_COL = "Clean (defended)"
+ADAPTIVE_COL = "BPDA+EOT any-step (adaptive, robust)"
 
 
 # ---------------------------------------------------------------------------------------------- table specs
 @dataclass(frozen=True)
 class Metric:
-    """A measured column: ``attack`` selects an attack entry of the record, or None for defended clean accuracy."""
+    """A paper metric: its leaderboard column, and what measures it.
 
-    header: str
-    attack: Callable[[str, dict], bool] | None = None
+    ``kind``: "attack" (the record's attack with key ``key``), "natural" (defended clean accuracy) or "bpda"
+    (Table 6: any ``bpda-eot`` attack). ``family``: attack names of this kind, so that a near miss (e.g.
+    ``pgd[steps=10]``) is named in the footnote."""
+
+    name: str
+    ref_col: str
+    kind: str
+    key: str | None = None
+    family: tuple[str, ...] = ()
     attack_arg: str = ""  # what to pass to ``--attack`` to measure it
+    settings: str = ""  # whose settings the column name stands for
+
+
+_PGD20 = Metric("PGD-20", "pgd20", "attack", "PGD-20", ("pgd",), "pgd", "App. A.2's PGD-20")
+_AA = Metric("AutoAttack", "autoattack", "attack", "AutoAttack-rand", ("autoattack",), "autoattack:version=rand",
+             "AutoAttack 'rand' with AutoAttack's own settings")
+_NATURAL = Metric("Natural", "natural", "natural")
+_BPDA = Metric("BPDA+EOT", "bpda_eot", "bpda", None, ("bpda-eot",), "bpda-eot")
 
 
 @dataclass(frozen=True)
@@ -73,47 +106,57 @@ class TableSpec:
     eps: float
     setting: str
     metrics: tuple[Metric, ...]
-    ref_metrics: tuple[tuple[str, str], ...]  # (leaderboard column, header)
     default_dataset: str
+    adaptive_column: bool = False  # Table 2: BPDA+EOT any-step from a matching adaptive record
+
+    @property
+    def ref_metrics(self) -> tuple[tuple[str, str], ...]:
+        """(leaderboard column, header) of the paper's metrics, for the reference section."""
+        return tuple((m.ref_col, m.name) for m in self.metrics)
+
+
+TABLES: dict[int, TableSpec] = {
+    2: TableSpec(2, "Robust accuracy (%) against PGD-20 and AutoAttack, ℓ∞ (ε = 8/255), CIFAR-10",
+                 "cifar10", "linf", 8 / 255, "transfer", (_PGD20, _AA), "cifar10", adaptive_column=True),
+    3: TableSpec(3, "Robust accuracy (%) against PGD-20 and AutoAttack, ℓ2 (ε = 0.5), CIFAR-10",
+                 "cifar10", "l2", 0.5, "transfer", (_PGD20, _AA), "cifar10"),
+    4: TableSpec(4, "Robust accuracy (%) against PGD-20 and AutoAttack, ℓ∞ (ε = 8/255), CIFAR-100",
+                 "cifar100", "linf", 8 / 255, "transfer", (_PGD20, _AA), "cifar100"),
+    5: TableSpec(5, "Natural and robust accuracy (%) against AutoAttack, ℓ∞ (ε = 4/255), ImageNet",
+                 "imagenet", "linf", 4 / 255, "transfer", (_NATURAL, _AA), "imagenet"),
+    6: TableSpec(6, "Robust accuracy (%) against BPDA+EOT (adaptive), ℓ∞ (ε = 8/255)",
+                 None, "linf", 8 / 255, "adaptive", (_BPDA,), "cifar10"),
+}
+
+_ROLES = {"attack": ("paper", "protocol", "delta", "inci", "robust"),
+          "natural": ("paper", "delta", "inci"),
+          "bpda": ("paper", "protocol", "delta", "inci", "robust", "final")}
+
+
+def metric_column(m: Metric, role: str) -> str:
+    """The header of ``m``'s ``role`` column: paper | protocol | delta | inci | robust | final."""
+    if m.kind == "bpda":
+        return {"paper": f"{m.name} paper", "protocol": f"{m.name} paper protocol (any step)",
+                "delta": f"{m.name} Δ", "inci": f"{m.name} paper in CI", "robust": f"{m.name} robust (any step)",
+                "final": f"{m.name} final only (robust)"}[role]
+    return {"paper": f"{m.name} paper", "protocol": f"{m.name} paper protocol", "delta": f"{m.name} Δ",
+            "inci": f"{m.name} paper in CI", "robust": f"{m.name} robust"}[role]
+
+
+def measured_columns(table: int) -> list[str]:
+    """The columns of Table ``table``'s "Measured here" section, in order."""
+    spec = TABLES[table]
+    cols = ["Method"] + (["Dataset"] if spec.number == 6 else []) + [
+        "Paper row", "Architecture", "Training recipe", "n", CLEAN_COL]
+    for m in spec.metrics:
+        cols += [metric_column(m, r) for r in _ROLES[m.kind]]
+    if spec.adaptive_column:
+        cols.append(ADAPTIVE_COL)
+    return cols + ["Record"]
 
 
 def _norm(s: Any) -> str:
     return re.sub(r"[^a-z0-9]", "", str(s).lower())
-
-
-def _is_pgd20(name: str, params: dict) -> bool:
-    return _norm(name) == "pgd" and int(params.get("steps", -1)) == 20
-
-
-def _is_aa_rand(name: str, params: dict) -> bool:
-    return _norm(name) == "autoattack" and params.get("version") == "rand"
-
-
-def _is_bpda_eot(name: str, params: dict) -> bool:
-    return _norm(name) == "bpdaeot"
-
-
-_CLEAN = Metric("Clean (defended)")
-_PGD20 = Metric("PGD-20", _is_pgd20, "pgd")
-_AA = Metric("AutoAttack", _is_aa_rand, "autoattack:version=rand")
-
-TABLES: dict[int, TableSpec] = {
-    2: TableSpec(2, "Robust accuracy (%) against PGD-20 and AutoAttack, ℓ∞ (ε = 8/255), CIFAR-10",
-                 "cifar10", "linf", 8 / 255, "transfer", (_CLEAN, _PGD20, _AA),
-                 (("pgd20", "PGD-20"), ("autoattack", "AutoAttack")), "cifar10"),
-    3: TableSpec(3, "Robust accuracy (%) against PGD-20 and AutoAttack, ℓ2 (ε = 0.5), CIFAR-10",
-                 "cifar10", "l2", 0.5, "transfer", (_CLEAN, _PGD20, _AA),
-                 (("pgd20", "PGD-20"), ("autoattack", "AutoAttack")), "cifar10"),
-    4: TableSpec(4, "Robust accuracy (%) against PGD-20 and AutoAttack, ℓ∞ (ε = 8/255), CIFAR-100",
-                 "cifar100", "linf", 8 / 255, "transfer", (_CLEAN, _PGD20, _AA),
-                 (("pgd20", "PGD-20"), ("autoattack", "AutoAttack")), "cifar100"),
-    5: TableSpec(5, "Natural and robust accuracy (%) against AutoAttack, ℓ∞ (ε = 4/255), ImageNet",
-                 "imagenet", "linf", 4 / 255, "transfer", (Metric("Natural"), _AA),
-                 (("natural", "Natural"), ("autoattack", "AutoAttack")), "imagenet"),
-    6: TableSpec(6, "Robust accuracy (%) against BPDA+EOT (adaptive), ℓ∞ (ε = 8/255)",
-                 None, "linf", 8 / 255, "adaptive", (Metric("BPDA+EOT", _is_bpda_eot, "bpda-eot"),),
-                 (("bpda_eot", "BPDA+EOT"),), "cifar10"),
-}
 
 
 # ---------------------------------------------------------------------------------------------- public API
@@ -135,9 +178,11 @@ def infer_format(path: str | os.PathLike) -> str:
 
 
 def load_records(results_dir: str | os.PathLike) -> list[dict]:
-    """Every record (schema ``zeropur-bench/record/v1``) in ``*.json`` files under ``results_dir``, recursively,
-    sorted by path. Other JSON files (baselines, resume state) are skipped silently; a missing directory gives [].
-    Each record gets ``"_path"`` (its path as found) for the tables' Record column."""
+    """Every record (schema ``zeropur-bench/record/v2``) in ``*.json`` files under ``results_dir``, recursively,
+    sorted by path. Records of an older schema are skipped with a warning (they count robust accuracy
+    differently: re-make them with the same command); other JSON files (baselines, resume state) are skipped
+    silently; a missing directory gives []. Each record gets ``"_path"`` (its path as found) for the Record
+    column."""
     root = Path(results_dir)
     if not root.exists():
         return []
@@ -151,7 +196,14 @@ def load_records(results_dir: str | os.PathLike) -> list[dict]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             warnings.warn(f"skipping unreadable JSON {path}: {e}", stacklevel=2)
             continue
-        if isinstance(obj, dict) and obj.get("schema") == SCHEMA:
+        if not isinstance(obj, dict):
+            continue
+        if obj.get("schema") in OLD_SCHEMAS:
+            warnings.warn(f"skipping {path}: a {obj['schema']} record, made before robust accuracy required the "
+                          f"clean image right too; it needs re-making with the same command (its 'config' holds "
+                          f"it) to appear in the tables", stacklevel=2)
+            continue
+        if obj.get("schema") == SCHEMA:
             obj["_path"] = str(path)
             records.append(obj)
     return records
@@ -160,7 +212,8 @@ def load_records(results_dir: str | os.PathLike) -> list[dict]:
 def render_table(table: int, records: list[dict], fmt: str = "markdown",
                  leaderboards_dir: str | os.PathLike | None = None) -> str:
     """Render the paper's Table ``table`` (2–6): its reference rows from ``leaderboards/table{N}.csv``, then the
-    rows measured here from ``records``, then footnotes with the commands that fill the missing cells.
+    rows measured here from ``records`` side by side with the paper, then footnotes with the commands that fill
+    the missing cells.
 
     ``fmt``: "markdown" (default), "csv" (one long table with a ``section`` column: paper / measured / missing)
     or "latex"."""
@@ -169,11 +222,15 @@ def render_table(table: int, records: list[dict], fmt: str = "markdown",
         raise UserError(f"unknown table format '{fmt}'; choose one of: {', '.join(FORMATS)}")
     spec = TABLES[table]
     ref = _load_leaderboard(table, leaderboards_dir)
-    measured = _measured_rows(spec, records)
-    missing = _missing_rows(spec, ref, measured)
+    prows = _paper_rows(ref)
+    measured = _measured_rows(spec, prows, records)
+    missing = _missing_rows(spec, prows, measured)
+    # Paper order (V-C, V-C-F, B-C, ...; within it the paper's architecture groups, measured rows before the
+    # paper row's own "–" row), then measured rows that match no paper row, in record order.
+    rows = sorted(measured + missing, key=lambda r: r.order)
     if fmt == "csv":
-        return _render_csv(spec, ref, measured, missing)
-    return _render_doc(spec, ref, measured, missing, fmt)
+        return _render_csv(spec, ref, rows)
+    return _render_doc(spec, ref, rows, fmt)
 
 
 # ---------------------------------------------------------------------------------------------- reference rows
@@ -238,63 +295,108 @@ def _reference_frame(spec: TableSpec, ref: pd.DataFrame, fmt: str) -> pd.DataFra
     return df
 
 
-# ---------------------------------------------------------------------------------------------- measured rows
+# ---------------------------------------------------------------------------------------------- the paper's ZeroPur rows
+_ARCH_ALIASES = {"standardr50": "resnet50"}  # RobustBench's 'Standard_R50' is the paper's ImageNet ResNet-50
+
+
+def _arch_key(name: str) -> str:
+    return _norm(name).replace("wideresnet", "wrn")
+
+
+def _paper_arch_key(key: str) -> str:
+    return _ARCH_ALIASES.get(key, key)
+
+
 @dataclass
-class _Row:
+class _PaperRow:
     method: str
-    architecture: str
-    recipe: str
-    n: str
-    cells: dict[str, str]  # metric header -> "v [lo, hi]" or MISSING (+ footnote marker)
-    record: str
-    dataset: str = ""
-    arch_key: str = ""
-    recipe_key: str = ""
-    stages: str = ""
-    defense: str = ""
-    command: str = ""
+    arch: str
+    arch_key: str
+    recipe: str  # "" where the paper does not say (Table 5)
+    stages: str  # "" where the paper does not say (Table 5)
+    blur: str
+    values: dict[str, str]  # leaderboard metric column -> number as printed ("" = not reported)
+    group: int  # architecture group, in the paper's order (Table 2: 0 = ResNet-18, 1 = WideResNet-28-10)
+    order: int  # position of (recipe, stages) in the paper's order: V-C, V-C-F, B-C, B-C-F, S-C, S-C-F
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} ({self.arch})" if self.arch else self.method
 
 
-def _fmt_ci(acc: float | None, ci: Any) -> str | None:
-    if acc is None or (isinstance(acc, float) and math.isnan(acc)):
-        return None
-    s = f"{100 * acc:.2f}"
-    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
-        s += f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
-    return s
+def _paper_rows(ref: pd.DataFrame) -> list[_PaperRow]:
+    zp = ref[ref["citation"] == "this paper"]
+    groups: list[str] = []
+    orders: list[tuple[str, str]] = []
+    out = []
+    for _, r in zp.iterrows():
+        arch = r.get("architecture", "")
+        rs = (r.get("classifier_recipe", ""), r.get("stages", ""))
+        if arch not in groups:
+            groups.append(arch)
+        if rs not in orders:
+            orders.append(rs)
+        values = {c: r[c] for c in ("pgd20", "autoattack", "natural", "bpda_eot") if c in r.index}
+        out.append(_PaperRow(method=r["method"], arch=arch, arch_key=_arch_key(arch), recipe=rs[0], stages=rs[1],
+                             blur=r.get("blur", ""), values=values, group=groups.index(arch), order=orders.index(rs)))
+    return out
 
 
-_CELL = re.compile(r"^\s*(-?\d+\.\d+)(?:\s*\[(-?\d+\.\d+),\s*(-?\d+\.\d+)\])?")
+def _match_paper(spec: TableSpec, prows: list[_PaperRow], defense: dict, arch_key: str, recipe_key: str,
+                 dataset: str) -> tuple[_PaperRow | None, bool]:
+    """(the paper's ZeroPur row a measured variant stands beside, whether the architecture is the paper's):
+    same recipe and stages; the same architecture group when the paper has it, else the paper's first group."""
+    if defense.get("name") == "none":
+        return None, False
+    if spec.number == 5:  # the paper's one ImageNet ZeroPur row (recipe and stages not stated)
+        cands = list(prows)
+    else:
+        if spec.dataset is None and dataset != spec.default_dataset:
+            return None, False  # Table 6's ZeroPur rows are CIFAR-10
+        cands = [p for p in prows if p.recipe and p.recipe == recipe_key and p.stages == defense.get("stages")]
+    if not cands:
+        return None, False
+    same = [p for p in cands if p.arch_key == _paper_arch_key(arch_key)]
+    if same:
+        return same[0], True
+    return min(cands, key=lambda p: p.group), False
 
 
-def parse_cell(cell: str) -> tuple[float, float | None, float | None] | None:
-    """``"53.73 [46.60, 60.27]"`` → (53.73, 46.60, 60.27); a "–" cell → None."""
-    m = _CELL.match(str(cell))
-    if not m:
-        return None
-    v, lo, hi = m.groups()
-    return float(v), (float(lo) if lo else None), (float(hi) if hi else None)
+# ---------------------------------------------------------------------------------------------- record access
+@dataclass(frozen=True)
+class _Attack:
+    key: str  # the record's column / summary key
+    name: str  # registry name
+    params: dict  # resolved parameters
 
 
 def _attack_defaults(name: str) -> dict:
     try:
-        from .attacks import ATTACKS  # registry import pulls torch; only needed to fill omitted defaults
+        from .attacks import ATTACKS  # registry import pulls torch; only needed for records without "resolved"
     except Exception:  # pragma: no cover - the table must render even if the attack stack cannot import
         return {}
     cls = ATTACKS.get(name)
     return dict(getattr(cls, "defaults", {}) or {}) if cls else {}
 
 
-def _attack_entries(config: dict) -> list[tuple[str, str, dict]]:
-    """(robust_acc key, name, params with defaults filled) per attack of the record."""
+def _attack_entries(config: dict) -> list[_Attack]:
     out = []
     for a in config.get("attacks") or []:
         if isinstance(a, str):
             a = {"name": a, "params": {}}
         name = str(a.get("name", ""))
-        params = {**_attack_defaults(name), **(a.get("params") or {})}
-        out.append((str(a.get("key") or name), name, params))
+        params = a.get("resolved")
+        if not isinstance(params, dict):
+            params = {**_attack_defaults(name), **(a.get("params") or {})}
+        out.append(_Attack(str(a.get("key") or name), name, dict(params)))
     return out
+
+
+def _select(m: Metric, entries: list[_Attack]) -> _Attack | None:
+    """The record's attack that fills ``m``'s columns: exactly the paper's key (None for Natural)."""
+    if m.kind == "attack":
+        return next((e for e in entries if e.key == m.key), None)
+    return None
 
 
 def _config_matches(spec: TableSpec, config: dict) -> bool:
@@ -312,12 +414,8 @@ _ARCH_FALLBACK = {"resnet18": ("ResNet-18", 11.2), "preactresnet18": ("PreAct Re
                   "resnet50": ("ResNet-50", None)}
 
 
-def _arch_key(name: str) -> str:
-    return _norm(name).replace("wideresnet", "wrn")
-
-
-def _arch_label(config: dict, model_info: dict) -> tuple[str, str]:
-    """(display label, normalised key): e.g. ("ResNet-20 (CIFAR, 0.27M)", "resnet20")."""
+def _arch_label(config: dict, model_info: dict) -> tuple[str, str, str]:
+    """(display label, short name, normalised key): e.g. ("ResNet-20 (CIFAR, 0.27M)", "ResNet-20", "resnet20")."""
     arch = str(config.get("arch") or model_info.get("arch") or config.get("model") or "?")
     key = _arch_key(arch)
     try:
@@ -327,15 +425,30 @@ def _arch_label(config: dict, model_info: dict) -> tuple[str, str]:
     spec = next((s for n, s in ARCHS.items() if _arch_key(n) == key), None)
     m = re.fullmatch(r"resnet(\d+)", key)
     if spec is not None and m and int(m.group(1)) not in (18, 34, 50):
-        return f"ResNet-{m.group(1)} (CIFAR, {spec.params_m:g}M)", key
+        return f"ResNet-{m.group(1)} (CIFAR, {spec.params_m:g}M)", f"ResNet-{m.group(1)}", key
     if spec is not None:
         base = _ARCH_FALLBACK.get(key, (spec.name, None))[0]
-        return f"{base} ({spec.params_m:g}M)", key
+        return f"{base} ({spec.params_m:g}M)", base, key
     if key in _ARCH_FALLBACK:
         base, p = _ARCH_FALLBACK[key]
-        return (f"{base} ({p:g}M)" if p else base), key
+        return (f"{base} ({p:g}M)" if p else base), base, key
     source = model_info.get("source")
-    return (f"{arch} (RobustBench zoo)" if source == "robustbench" else arch), key
+    return (f"{arch} (RobustBench zoo)" if source == "robustbench" else arch), arch, key
+
+
+def _recipe(config: dict, model_info: dict) -> str | None:
+    r = config.get("recipe") or model_info.get("recipe")
+    if not r:
+        meta = (model_info.get("meta") or {}).get("recipe")
+        if isinstance(meta, dict):
+            meta = meta.get("aug") or meta.get("name")
+        r = meta if isinstance(meta, str) else None
+    return str(r) if r else None
+
+
+def _recipe_key(recipe: str | None) -> str:
+    """"standard" / "vanilla" / "strong" as the leaderboard spells them; "standard-padcrop" stays distinct."""
+    return str(recipe or "").split(" ")[0].strip().lower()
 
 
 def _variants(record: dict) -> list[tuple[str, dict, dict]]:
@@ -364,11 +477,194 @@ def _variant_label(name: str, d: dict) -> str:
     return stages + (f" ({', '.join(extra)})" if extra else "")
 
 
+# -- the same defended model (Table 2's adaptive column) ------------------------------------------------------------
+# Resolved ZeroPur settings that do not change what the defended model computes (numerics and gradients aside).
+_DEFENSE_IGNORED = ("dtype", "channels_last", "seed", "grad_mode", "surrogate")
+_DEFENSE_ESSENTIAL = ("profile", "stages", "blur")
+
+
+def _model_sha(rec: dict) -> str | None:
+    cmp_model = (((rec.get("keys") or {}).get("comparison") or {}).get("model") or {})
+    return cmp_model.get("checkpoint_sha256") or None
+
+
+def _same_model(a: dict, b: dict) -> bool:
+    """Same classifier: the same checkpoint sha256 (keys.comparison.model); where either lacks one, the same
+    ``config.checkpoint``; for zoo models without a file, the same comparison model entry."""
+    sa, sb = _model_sha(a), _model_sha(b)
+    if sa and sb:
+        return sa == sb
+    ca, cb = (a.get("config") or {}).get("checkpoint"), (b.get("config") or {}).get("checkpoint")
+    if ca and cb:
+        return os.path.normpath(str(ca)) == os.path.normpath(str(cb))
+    if not ca and not cb and not sa and not sb:
+        ma = (((a.get("keys") or {}).get("comparison") or {}).get("model"))
+        mb = (((b.get("keys") or {}).get("comparison") or {}).get("model"))
+        return bool(ma) and ma == mb
+    return False
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same_value(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _same_defense(a: dict, b: dict) -> bool:
+    """The same ZeroPur: profile, stages, blur and every step / eps setting of the resolved configs (dtype,
+    channels_last, seed, gradient mode ignored). Without resolved configs: profile, stages, blur, overrides."""
+    if a.get("name") == "none" or b.get("name") == "none":
+        return False
+    ra, rb = a.get("resolved"), b.get("resolved")
+    if isinstance(ra, dict) and isinstance(rb, dict):
+        if not all(_same_value(ra.get(k, a.get(k)), rb.get(k, b.get(k))) for k in _DEFENSE_ESSENTIAL):
+            return False
+        common = (set(ra) & set(rb)) - set(_DEFENSE_IGNORED)
+        return all(_same_value(ra[k], rb[k]) for k in common)
+    return all(_same_value(a.get(k), b.get(k)) for k in _DEFENSE_ESSENTIAL) and \
+        _same_value(a.get("overrides") or {}, b.get("overrides") or {})
+
+
+def _adaptive_bpda(rec: dict, defense: dict, records: list[dict]) -> tuple[str, str] | None:
+    """("v [lo, hi] (steps=N)", path) from an adaptive record of the same dataset / threat / eps, the same
+    classifier and the same defense, with a ``bpda-eot`` attack (the most steps, then the largest n), else None."""
+    cfg = rec.get("config") or {}
+    best = None
+    for other in records:
+        oc = other.get("config") or {}
+        try:
+            same_eps = abs(float(oc.get("eps")) - float(cfg.get("eps"))) < _EPS_TOL
+        except (TypeError, ValueError):
+            continue
+        if not (oc.get("setting") == "adaptive" and oc.get("dataset") == cfg.get("dataset")
+                and oc.get("threat") == cfg.get("threat") and same_eps and _same_model(rec, other)):
+            continue
+        bpda = [e for e in _attack_entries(oc) if e.name == "bpda-eot"]
+        if not bpda:
+            continue
+        for _, d, summ in _variants(other):
+            if not _same_defense(defense, d):
+                continue
+            for e in bpda:
+                val = _fmt_ci((summ.get("robust_acc") or {}).get(e.key),
+                              ((summ.get("ci95") or {}).get("robust_acc") or {}).get(e.key))
+                if val is None:
+                    continue
+                steps = e.params.get("steps")
+                rank = (int(steps) if isinstance(steps, int) else -1, int(summ.get("n") or 0))
+                if best is None or rank > best[0]:
+                    best = (rank, f"{val} (steps={steps})", str(other.get("_path", "")))
+    return None if best is None else (best[1], best[2])
+
+
+# ---------------------------------------------------------------------------------------------- cells
+def _fmt_ci(acc: float | None, ci: Any) -> str | None:
+    if acc is None or (isinstance(acc, float) and math.isnan(acc)):
+        return None
+    s = f"{100 * acc:.2f}"
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+        s += f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]"
+    return s
+
+
+_CELL = re.compile(r"^\s*([-+]?\d+\.\d+)(?:\s*\[([-+]?\d+\.\d+),\s*([-+]?\d+\.\d+)\])?")
+
+
+def parse_cell(cell: str) -> tuple[float, float | None, float | None] | None:
+    """``"53.73 [46.60, 60.27]"`` → (53.73, 46.60, 60.27); ``"+1.25"`` → (1.25, None, None); "–" → None."""
+    m = _CELL.match(str(cell))
+    if not m:
+        return None
+    v, lo, hi = m.groups()
+    return float(v), (float(lo) if lo else None), (float(hi) if hi else None)
+
+
+def _paper_number(s: str) -> float | None:
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return None
+
+
+def _delta(acc: float, paper: float) -> str:
+    d = round(100 * acc - paper, 2)
+    return f"{(d if d != 0 else 0.0):+.2f}"
+
+
+def _in_ci(ci: Any, paper: float) -> str:
+    if not (isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci):
+        return MISSING
+    lo, hi = 100 * float(ci[0]), 100 * float(ci[1])
+    return IN_CI if lo - 1e-9 <= paper <= hi + 1e-9 else NOT_IN_CI
+
+
+def _comparison_cells(m: Metric, paper: _PaperRow | None, acc: float | None, ci: Any) -> dict[str, str]:
+    """``M paper``, ``M Δ`` and ``M paper in CI`` for the measured paper-protocol value ``acc`` (None: not
+    measured)."""
+    cells = {metric_column(m, "paper"): MISSING, metric_column(m, "delta"): MISSING,
+             metric_column(m, "inci"): MISSING}
+    if paper is None:
+        return cells
+    printed = paper.values.get(m.ref_col, "")
+    cells[metric_column(m, "paper")] = _ref_num(printed)
+    p = _paper_number(printed)
+    if p is not None and acc is not None and not (isinstance(acc, float) and math.isnan(acc)):
+        cells[metric_column(m, "delta")] = _delta(acc, p)
+        cells[metric_column(m, "inci")] = _in_ci(ci, p)
+    return cells
+
+
+# ---------------------------------------------------------------------------------------------- rows
+@dataclass
+class _Row:
+    section: str  # "measured" | "missing"
+    method: str
+    paper_row: str
+    architecture: str
+    recipe: str
+    n: str
+    cells: dict[str, str]  # column header -> text (MISSING where not measured)
+    record: str
+    order: tuple
+    dataset: str = ""
+    arch_key: str = ""
+    recipe_key: str = ""
+    stages: str = ""
+    defense: str = ""
+    # (command, columns it fills, note for the footnote)
+    commands: list[tuple[str, tuple[str, ...], str]] = field(default_factory=list)
+    standin: str = ""  # the project's ResNet-20 stand-in for a paper row (missing rows only)
+
+
+_UNMATCHED = 10 ** 6
+
+
+def _zp_opts(overrides: dict) -> str:
+    def v(x: Any) -> str:
+        if isinstance(x, bool):
+            return "true" if x else "false"
+        if x is None:
+            return "none"
+        if isinstance(x, (list, tuple)):
+            return "|".join(v(t) for t in x)
+        return repr(x) if isinstance(x, float) else str(x)
+
+    return ",".join(f"{k}={v(x)}" for k, x in sorted(overrides.items()))
+
+
 def _run_command(dataset: str, threat: str, model: str, checkpoint: str | None, defense: dict, setting: str,
-                 attacks: list[str], eps: float | None = None, n_ex: int | None = None) -> str:
+                 attacks: list[str], eps: float | None = None, n_ex: int | None = None,
+                 recipe: str | None = None) -> str:
     parts = ["zeropur-bench run", f"--dataset {dataset}", f"--threat {threat}", f"--model {model}"]
     if checkpoint:
         parts.append(f"--checkpoint {checkpoint}")
+    if recipe:
+        parts.append(f"--recipe {recipe}")
     if eps is not None and abs(eps - default_eps(dataset, threat)) > _EPS_TOL:
         parts.append(f"--eps {eps:g}")
     if defense.get("name") == "none":
@@ -377,6 +673,8 @@ def _run_command(dataset: str, threat: str, model: str, checkpoint: str | None, 
         for opt in ("stages", "profile", "blur"):
             if defense.get(opt):
                 parts.append(f"--{opt} {defense[opt]}")
+        if defense.get("overrides"):
+            parts.append(f"--zp {_zp_opts(defense['overrides'])}")
     if setting != "transfer":
         parts.append(f"--setting {setting}")
     parts += [f"--attack {a}" for a in attacks]
@@ -385,60 +683,108 @@ def _run_command(dataset: str, threat: str, model: str, checkpoint: str | None, 
     return " ".join(parts)
 
 
-def _measured_rows(spec: TableSpec, records: list[dict]) -> list[_Row]:
+def _measured_rows(spec: TableSpec, prows: list[_PaperRow], records: list[dict]) -> list[_Row]:
     rows: list[_Row] = []
+    family = {f for m in spec.metrics for f in m.family}
     for rec in records:
         config = rec.get("config") or {}
         if not _config_matches(spec, config):
             continue
         entries = _attack_entries(config)
-        model_info = (rec.get("provenance") or {}).get("model") or {}
-        label, key = _arch_label(config, model_info)
-        recipe = config.get("recipe") or (model_info.get("meta") or {}).get("recipe") or "not recorded"
-        path = rec.get("_path", "")
-        # Table 6: one row per BPDA+EOT attack (any step count); otherwise one column per metric.
         if spec.number == 6:
-            groups = [[(spec.metrics[0], e)] for e in entries if spec.metrics[0].attack(e[1], e[2])]
-            if not groups:
-                continue
+            groups: list[_Attack | None] = [e for e in entries if e.name == "bpda-eot"]
         else:
-            groups = [[(m, next((e for e in entries if m.attack(e[1], e[2])), None)) if m.attack else (m, None)
-                       for m in spec.metrics]]
-            if not any(e is not None for _, e in groups[0]):
-                continue  # none of this table's attacks: the record belongs elsewhere
+            groups = [None]
+            if not any(e.name in family for e in entries):
+                continue  # none of this table's attacks (not even a near miss): the record belongs elsewhere
+        if not groups:
+            continue
+        model_info = (rec.get("provenance") or {}).get("model") or {}
+        label, short, arch_key = _arch_label(config, model_info)
+        recipe = _recipe(config, model_info)
+        path = str(rec.get("_path", ""))
+        dataset = str(config.get("dataset", ""))
         for vname, d, summ in _variants(rec):
-            ci = summ.get("ci95") or {}
-            for group in groups:
-                cells: dict[str, str] = {}
-                missing_attacks = []
-                for m, e in group:
-                    if m.attack is None:
-                        val = _fmt_ci(summ.get("defended_clean_acc"), ci.get("defended_clean_acc"))
-                    elif e is None:
-                        val = None
-                    else:
-                        val = _fmt_ci((summ.get("robust_acc") or {}).get(e[0]), (ci.get("robust_acc") or {}).get(e[0]))
-                    if val is None:
-                        missing_attacks.append(m.attack_arg)
-                    cells[m.header] = val if val is not None else MISSING
-                method = _variant_label(vname, d)
-                if spec.number == 6:
-                    e = group[0][1]
-                    params = ", ".join(f"{k}={v}" for k, v in sorted(e[2].items()))
-                    method += f" vs {e[1]}" + (f" ({params})" if params else "")
-                cmd = ""
-                attack_args = [a for a in missing_attacks if a]
-                if attack_args:
-                    cmd = _run_command(config.get("dataset", spec.default_dataset), spec.threat,
-                                       str(config.get("model") or config.get("arch")), config.get("checkpoint"),
-                                       d, spec.setting, attack_args, float(config["eps"]), config.get("n_ex"))
-                rows.append(_Row(method=method, architecture=label, recipe=str(recipe),
-                                 n=str(summ.get("n", config.get("n_ex", ""))), cells=cells, record=path,
-                                 dataset=str(config.get("dataset", "")), arch_key=key,
-                                 recipe_key=_norm(str(config.get("recipe") or "").split(" ")[0]),
-                                 stages=str(d.get("stages", "")) if d.get("name") != "none" else "",
-                                 defense=str(d.get("name", "zeropur")), command=cmd))
+            paper, same_arch = _match_paper(spec, prows, d, arch_key, _recipe_key(recipe), dataset)
+            if paper is None:
+                paper_label = MISSING
+            else:
+                notes = ([] if same_arch else [f"measured on {short}"]) + (
+                    [f"paper blur {paper.blur}"] if paper.blur and d.get("blur") != paper.blur else [])
+                paper_label = (f"{paper.method} ({paper.arch}" + "".join(f"; {x}" for x in notes) + ")"
+                               if paper.arch else paper.method + (f" ({'; '.join(notes)})" if notes else ""))
+            order = (paper.order, paper.group, 0) if paper is not None else (_UNMATCHED, 0, 0)
+            for bpda in groups:
+                rows.append(_measured_row(spec, rec, config, entries, vname, d, summ, bpda, paper, paper_label,
+                                          label, arch_key, recipe, path, dataset, order, records))
     return rows
+
+
+def _measured_row(spec: TableSpec, rec: dict, config: dict, entries: list[_Attack], vname: str, d: dict,
+                  summ: dict, bpda: _Attack | None, paper: _PaperRow | None, paper_label: str, label: str,
+                  arch_key: str, recipe: str | None, path: str, dataset: str, order: tuple,
+                  records: list[dict]) -> _Row:
+    ci = summ.get("ci95") or {}
+    acc_of = lambda name, key: (summ.get(name) or {}).get(key)  # noqa: E731
+    ci_of = lambda name, key: (ci.get(name) or {}).get(key)  # noqa: E731
+    cells: dict[str, str] = {CLEAN_COL: _fmt_ci(summ.get("defended_clean_acc"), ci.get("defended_clean_acc"))
+                             or MISSING}
+    missing_attacks: list[str] = []  # the table's attacks this record lacks
+    fills: list[str] = []
+    near: list[str] = []
+    for m in spec.metrics:
+        if m.kind == "natural":
+            cells.update(_comparison_cells(m, paper, summ.get("defended_clean_acc"), ci.get("defended_clean_acc")))
+            continue
+        e = bpda if m.kind == "bpda" else _select(m, entries)
+        adv = acc_of("adv_acc", e.key) if e else None
+        cells.update(_comparison_cells(m, paper, adv, ci_of("adv_acc", e.key) if e else None))
+        cells[metric_column(m, "protocol")] = (_fmt_ci(adv, ci_of("adv_acc", e.key)) if e else None) or MISSING
+        cells[metric_column(m, "robust")] = (_fmt_ci(acc_of("robust_acc", e.key), ci_of("robust_acc", e.key))
+                                             if e else None) or MISSING
+        if m.kind == "bpda":
+            cells[metric_column(m, "final")] = (_fmt_ci(acc_of("robust_final_acc", e.key),
+                                                        ci_of("robust_final_acc", e.key)) if e else None) or MISSING
+        if e is None and m.attack_arg:
+            missing_attacks.append(m.attack_arg)
+            fills += [metric_column(m, "protocol"), metric_column(m, "robust")]
+            others = [x.key for x in entries if x.name in m.family]
+            if others:
+                near.append(f"the record's {', '.join(others)} {'is' if len(others) == 1 else 'are'} not "
+                            f"{m.settings} and fill{'s' if len(others) == 1 else ''} no {m.name} column")
+    model = str(config.get("model") or config.get("arch"))
+    ckpt = config.get("checkpoint")
+    cmd_recipe = recipe if ckpt and recipe else None
+    try:
+        eps = float(config["eps"])
+    except (KeyError, TypeError, ValueError):
+        eps = None
+    commands = []
+    if missing_attacks:
+        # Every attack of the table, so that the new record fills the whole row on its own.
+        every = [m.attack_arg for m in spec.metrics if m.attack_arg]
+        commands.append((_run_command(config.get("dataset", spec.default_dataset), spec.threat, model, ckpt, d,
+                                      spec.setting, every, eps, config.get("n_ex"), cmd_recipe),
+                         tuple(fills), "; ".join(near)))
+    record = path or MISSING
+    if spec.adaptive_column:
+        found = _adaptive_bpda(rec, d, records) if d.get("name") != "none" else None
+        if found:
+            cells[ADAPTIVE_COL] = found[0]
+            record = f"{path} (BPDA+EOT: {found[1]})"
+        else:
+            cells[ADAPTIVE_COL] = MISSING
+            if d.get("name") != "none":
+                commands.append((_run_command(config.get("dataset", spec.default_dataset), spec.threat, model, ckpt,
+                                              d, "adaptive", ["bpda-eot"], eps, config.get("n_ex"), cmd_recipe),
+                                 (ADAPTIVE_COL,), "makes the adaptive record (same classifier, same ZeroPur "
+                                                  "settings) that fills the BPDA+EOT column"))
+    method = _variant_label(vname, d) + (f" vs {bpda.key}" if bpda is not None else "")
+    return _Row(section="measured", method=method, paper_row=paper_label, architecture=label,
+                recipe=recipe or "not recorded", n=str(summ.get("n", config.get("n_ex", ""))), cells=cells,
+                record=record, order=order, dataset=dataset, arch_key=arch_key, recipe_key=_recipe_key(recipe),
+                stages=str(d.get("stages", "")) if d.get("name") != "none" else "",
+                defense=str(d.get("name", "zeropur")), commands=commands)
 
 
 def _builtin_name(arch: str) -> str:
@@ -451,50 +797,86 @@ def _builtin_name(arch: str) -> str:
     return next((n for n in ARCHS if _arch_key(n) == key), arch.lower())
 
 
-def _missing_rows(spec: TableSpec, ref: pd.DataFrame, measured: list[_Row]) -> list[_Row]:
-    """The paper's ZeroPur rows no record fills here, each with the command that would fill it."""
+def _paper_model(p: _PaperRow, dataset: str) -> tuple[str, str | None, str | None]:
+    """(--model, --checkpoint, --recipe) that measure the paper row ``p`` on its own architecture: the project's
+    registered classifiers where they exist (``resnet18-cifar10-<recipe>``), else the built-in architecture with
+    the checkpoint to supply."""
+    if dataset == "imagenet":
+        return "Standard_R50", None, None  # the paper's ResNet-50: RobustBench's non-robust 'Standard_R50'
+    recipe = p.recipe or "standard"
+    if p.arch_key == "resnet18" and dataset == "cifar10":
+        return f"resnet18-cifar10-{recipe}", None, None
+    name = _builtin_name(p.arch)
+    tag = recipe if dataset == "cifar10" else f"{dataset}-{recipe}"
+    return name, f"PATH/TO/{name}-{tag}.pt", recipe
+
+
+def _missing_rows(spec: TableSpec, prows: list[_PaperRow], measured: list[_Row]) -> list[_Row]:
+    """The paper's ZeroPur rows no record fills here, each beside its paper number, with the command that would
+    fill it (and, under the paper's first architecture, the project's ResNet-20 stand-in)."""
     out = []
-    zp = ref[ref["citation"] == "this paper"]
-    for _, r in zp.iterrows():
-        arch_key = _arch_key(r["architecture"])
-        stages = r.get("stages", "")
-        recipe = r.get("classifier_recipe", "")
+    for p in prows:
         if spec.number == 5:  # the paper's one ImageNet classifier: any ZeroPur row measured here stands for it
             filled = [m for m in measured if m.defense != "none"]
         else:
-            filled = [m for m in measured if m.defense != "none" and m.arch_key == arch_key
-                      and m.stages == stages and m.recipe_key == recipe
+            filled = [m for m in measured if m.defense != "none" and m.arch_key == p.arch_key
+                      and m.stages == p.stages and m.recipe_key == p.recipe
                       and (spec.dataset is not None or m.dataset == spec.default_dataset)]
         if filled:
             continue
-        defense = {"name": "zeropur", "stages": stages or "cf", "profile": "authors", "blur": r.get("blur", "")}
-        if spec.number == 5:
-            # ImageNet: the paper's ResNet-50 is RobustBench's non-robust 'Standard_R50' zoo entry.
-            model, ckpt = "Standard_R50", None
-        else:
-            model = _builtin_name(r["architecture"])
-            ckpt = f"PATH/TO/{model}-{recipe or 'classifier'}.pt"
+        defense = {"name": "zeropur", "stages": p.stages or "cf", "profile": "authors", "blur": p.blur}
         attacks = [m.attack_arg for m in spec.metrics if m.attack_arg]
-        cmd = _run_command(spec.default_dataset, spec.threat, model, ckpt, defense, spec.setting, attacks)
-        out.append(_Row(method=f"{r['method']} (paper row; not run here)", architecture=r["architecture"], recipe=recipe or "not stated", n="",
-                        cells={m.header: MISSING for m in spec.metrics}, record="", stages=stages,
-                        command=cmd))
+        model, ckpt, recipe = _paper_model(p, spec.default_dataset)
+        cmd = _run_command(spec.default_dataset, spec.threat, model, ckpt, defense, spec.setting, attacks,
+                           n_ex=FILL_N_EX, recipe=recipe)
+        standin = ""
+        if p.group == 0 and p.recipe and spec.default_dataset in ("cifar10", "cifar100") and p.arch_key != "resnet20":
+            standin = _run_command(spec.default_dataset, spec.threat, f"resnet20-{spec.default_dataset}-{p.recipe}",
+                                   None, defense, spec.setting, attacks, n_ex=FILL_N_EX)
+        cells: dict[str, str] = {CLEAN_COL: MISSING}
+        fills = [CLEAN_COL]
+        for m in spec.metrics:
+            cells.update(_comparison_cells(m, p, None, None))
+            for role in _ROLES[m.kind]:
+                if role in ("protocol", "robust", "final"):
+                    cells[metric_column(m, role)] = MISSING
+                    fills.append(metric_column(m, role))
+        if spec.adaptive_column:
+            cells[ADAPTIVE_COL] = MISSING
+        note = (f"the project's ResNet-20 stand-in (another architecture: a row beside this paper row, not filling "
+                f"it): `{standin}`") if standin else ""
+        out.append(_Row(section="missing", method=f"{p.method} (paper row; not run here)", paper_row=p.label,
+                        architecture=p.arch, recipe=p.recipe or "not stated", n="", cells=cells, record="",
+                        order=(p.order, p.group, 1), dataset=spec.default_dataset, stages=p.stages,
+                        commands=[(cmd, tuple(fills), note)], standin=standin))
     return out
 
 
 # ---------------------------------------------------------------------------------------------- rendering
-def _measured_frame(spec: TableSpec, rows: list[_Row], marks: dict[int, int]) -> pd.DataFrame:
+def _fixed(r: _Row, spec: TableSpec) -> dict[str, str]:
+    d = {"Method": r.method}
+    if spec.number == 6:
+        d["Dataset"] = r.dataset or spec.default_dataset
+    d.update({"Paper row": r.paper_row, "Architecture": r.architecture, "Training recipe": r.recipe,
+              "n": r.n or MISSING})
+    return d
+
+
+def _measured_frame(spec: TableSpec, rows: list[_Row], numbers: dict[str, int], fmt: str) -> pd.DataFrame:
+    cols = measured_columns(spec.number)
+    inci = {metric_column(m, "inci") for m in spec.metrics}
     data = []
-    for i, r in enumerate(rows):
-        d: dict[str, str] = {"Method": r.method}
-        if spec.number == 6:
-            d["Dataset"] = r.dataset or spec.default_dataset
-        d.update({"Architecture": r.architecture, "Training recipe": r.recipe, "n": r.n or MISSING})
+    for r in rows:
+        d = {**_fixed(r, spec), **{c: r.cells.get(c, MISSING) for c in cols[len(_fixed(r, spec)):-1]},
+             "Record": r.record or MISSING}
         # The footnote marker goes on each cell that its command would fill.
-        d.update({h: (f"{v} [{marks[i]}]" if v == MISSING and i in marks else v) for h, v in r.cells.items()})
-        d["Record"] = r.record or MISSING
+        for cmd, headers, _ in r.commands:
+            for h in headers:
+                d[h] = f"{d[h]} [{numbers[cmd]}]"
+        if fmt == "latex":
+            d.update({h: {IN_CI: "yes", NOT_IN_CI: "no"}.get(d[h], d[h]) for h in inci})
         data.append(d)
-    return pd.DataFrame(data)
+    return pd.DataFrame(data, columns=cols)
 
 
 def _latex_escape(s: str) -> str:
@@ -520,64 +902,113 @@ def _frame_to(df: pd.DataFrame, fmt: str) -> str:
                         disable_numparse=True)
 
 
-def _render_doc(spec: TableSpec, ref: pd.DataFrame, measured: list[_Row], missing: list[_Row], fmt: str) -> str:
-    rows = measured + missing
-    # One footnote number per distinct command.
-    cmd_numbers: dict[str, int] = {}
-    marks: dict[int, int] = {}
-    for i, r in enumerate(rows):
-        if r.command:
-            marks[i] = cmd_numbers.setdefault(r.command, len(cmd_numbers) + 1)
+def _legend(spec: TableSpec, ci_mark: str) -> str:
+    names = " / ".join(m.name for m in spec.metrics)
+    parts = [
+        "Measured rows, side by side with the paper: every measured value is accuracy (%) with its 95% Wilson "
+        "interval [lo, hi] over the record's n examples. \"Paper row\" names the paper's ZeroPur row of the same "
+        "training recipe and stages; its numbers are for the paper's architecture and training (the architecture "
+        "named there), while each measured row states its own architecture and training recipe, and \"Paper "
+        "row\" says where they differ (\"measured on ...\", \"paper blur ...\"): a comparison across classifiers, "
+        "not a reproduction, unless both agree.",
+        f"M paper: the paper's number for metric M ({names}), as printed.",
+    ]
+    if any(m.kind != "natural" for m in spec.metrics):
+        parts.append("M paper protocol: accuracy on the adversarial input alone, the clean result ignored, as the "
+                     "paper reports it. M robust: right on the clean image AND on the attack's input "
+                     f"(clean ∧ adversarial), so robust ≤ {CLEAN_COL}.")
+    parts.append(f"M Δ = paper protocol − paper, in points. M paper in CI: {ci_mark} when the paper's number lies "
+                 "within the measured 95% Wilson interval (of the paper-protocol value), else the other mark.")
+    if any(m.kind == "natural" for m in spec.metrics):
+        parts.append(f"Natural: the paper's natural accuracy against the measured {CLEAN_COL} (no attack, so no "
+                     "separate robust value); its Δ and CI use that column.")
+    if spec.number in (2, 3, 4, 5):
+        parts.append("Columns carry a paper's or library's name only with their settings: PGD-20 = App. A.2's "
+                     "PGD-20 (record key PGD-20), AutoAttack = AutoAttack's 'rand' version with its own settings "
+                     "(record key AutoAttack-rand); another setting leaves – and a footnote. Transfer setting: "
+                     "attacks crafted on the bare classifier, then purified; not a robustness claim.")
+    if spec.adaptive_column:
+        parts.append(f"{ADAPTIVE_COL}: from an adaptive record of the same classifier (same checkpoint sha256) and "
+                     "the same ZeroPur settings: right on the clean image and not broken at any step of BPDA+EOT "
+                     "(attack steps in parentheses), the adaptive counterpart of the transfer columns.")
+    if spec.number == 6:
+        parts.append("BPDA+EOT paper protocol (any step): not broken at any step, clean result ignored (Hill et "
+                     "al.'s count, as the paper reports it); robust (any step): also right on the clean image; "
+                     "final only (robust): clean ∧ the attack's last iterate alone (– when the attack has no "
+                     "iterates). Each row names its attack by its key.")
+    parts.append(f"ZeroPur purifies with its own L∞ budget whatever the threat model. {MISSING}: not measured here; "
+                 f"the footnote gives the command that measures it (paper rows: {FILL_N_EX} examples; the paper "
+                 "uses the full test set, --n-ex 10000).")
+    return " ".join(parts)
+
+
+def _footnotes(rows: list[_Row]) -> tuple[dict[str, int], dict[str, str]]:
+    """One footnote number per distinct command (and its note)."""
+    numbers: dict[str, int] = {}
+    notes: dict[str, str] = {}
+    for r in rows:
+        for cmd, _, note in r.commands:
+            numbers.setdefault(cmd, len(numbers) + 1)
+            notes.setdefault(cmd, note)
+    return numbers, notes
+
+
+def _render_doc(spec: TableSpec, ref: pd.DataFrame, rows: list[_Row], fmt: str) -> str:
+    numbers, notes = _footnotes(rows)
     ref_df = _reference_frame(spec, ref, fmt)
-    meas_df = _measured_frame(spec, rows, marks)
+    meas_df = _measured_frame(spec, rows, numbers, fmt)
     legend_ref = (f"Reference rows copied from the paper (leaderboards/table{spec.number}.csv, each row with its "
                   f"source). {NOT_REPORTED}: not reported in the paper.")
     if spec.number in (2, 3, 4, 5):
         legend_ref += " ✓/✗: training required or not, as marked in the paper." if fmt != "latex" else ""
-    legend_meas = ("Measured rows: accuracy (%) with its 95% confidence interval [lo, hi] over the n examples of the "
-                   f"record; ZeroPur purifies with its own L∞ budget whatever the threat model. {MISSING}: not "
-                   "measured here; the footnote gives the command that measures it (the paper uses the full test "
-                   "set: add --n-ex 10000). Paper rows marked ✓/✗ are not repeated here: a measured row's "
-                   "classifier is described by its own architecture and training recipe.")
     if fmt == "markdown":
+        legend_meas = _legend(spec, f"{IN_CI}")
         out = [f"## Table {spec.number}. {spec.title}", "", "### Paper (reference rows)", "", _frame_to(ref_df, fmt),
                "", legend_ref, "", "### Measured here", ""]
         out += [_frame_to(meas_df, fmt), ""] if rows else ["(no records and no paper ZeroPur rows)", ""]
         out += [legend_meas, ""]
-        out += [f"[{n}] `{c}`" for c, n in cmd_numbers.items()]
+        out += [f"[{n}] `{c}`" + (f"; {notes[c]}" if notes[c] else "") for c, n in numbers.items()]
         return "\n".join(out).rstrip() + "\n"
-    out = [f"% Table {spec.number}. {spec.title}", f"% Paper (reference rows)", _frame_to(ref_df, fmt),
+    legend_meas = _legend(spec, "yes")
+    out = [f"% Table {spec.number}. {spec.title}", "% Paper (reference rows)", _frame_to(ref_df, fmt),
            f"% {legend_ref}", "% Measured here"]
     if rows:
         out.append(_frame_to(meas_df, fmt))
     out.append("\\par\\noindent{\\footnotesize " + _latex_escape(legend_meas) + "\\par")
-    out += [f"[{n}] \\texttt{{{_latex_escape(c)}}}\\par" for c, n in cmd_numbers.items()]
+    out += [f"[{n}] \\texttt{{{_latex_escape(c)}}}" + (f"; {_latex_escape(notes[c])}" if notes[c] else "") + "\\par"
+            for c, n in numbers.items()]
     out.append("}")
     return "\n".join(out) + "\n"
 
 
-def _render_csv(spec: TableSpec, ref: pd.DataFrame, measured: list[_Row], missing: list[_Row]) -> str:
-    """One long table: ``section`` = paper | measured | missing; metric columns hold the paper's number or the
-    measured "v [lo, hi]"; ``command`` fills a missing cell."""
-    metric_headers = [m.header for m in spec.metrics]
-    for _, h in spec.ref_metrics:
-        if h not in metric_headers:
-            metric_headers.append(h)
+_CSV_FIXED = {"Method": "method", "Dataset": "dataset", "Paper row": "paper_row", "Architecture": "architecture",
+              "Training recipe": "training_recipe", "n": "n", "Record": "source"}
+
+
+def _render_csv(spec: TableSpec, ref: pd.DataFrame, rows: list[_Row]) -> str:
+    """One long table: ``section`` = paper | measured | missing, then the measured section's columns (fixed ones
+    in snake case, ``source`` = the record path or the paper's source); paper rows put their numbers in the
+    ``M paper`` columns. ``command``: what fills the row's "–" cells ("; " between several),
+    ``standin_command``: the project's ResNet-20 stand-in for a missing paper row."""
+    cols = measured_columns(spec.number)
+    names = [_CSV_FIXED.get(c, c) for c in cols]
+    out_cols = ["section", *names[:-1], "training_required", names[-1], "command", "standin_command"]
     data = []
     for _, r in ref.iterrows():
-        d = {"section": "paper", "method": r["method"], "architecture": r.get("architecture", ""),
-             "training_recipe": r.get("classifier_recipe", ""), "training_required": r.get("training_required", ""),
-             "n": "", "source": r["source"], "command": ""}
-        d.update({h: "" for h in metric_headers})
-        d.update({h: r[c] for c, h in spec.ref_metrics})
+        d = {c: "" for c in out_cols}
+        d.update({"section": "paper", "method": r["method"], "architecture": r.get("architecture", ""),
+                  "training_recipe": r.get("classifier_recipe", ""),
+                  "training_required": r.get("training_required", ""), "source": r["source"]})
+        if "dataset" in d:
+            d["dataset"] = spec.default_dataset if r.get("citation") == "this paper" else ""
+        d.update({metric_column(m, "paper"): r[m.ref_col] for m in spec.metrics})
         data.append(d)
-    for section, rows in (("measured", measured), ("missing", missing)):
-        for r in rows:
-            d = {"section": section, "method": r.method, "architecture": r.architecture, "training_recipe": r.recipe,
-                 "training_required": "", "n": r.n, "source": r.record, "command": r.command}
-            d.update({h: "" for h in metric_headers})
-            d.update({h: ("" if v == MISSING else v) for h, v in r.cells.items()})
-            data.append(d)
-    cols = ["section", "method", "architecture", "training_recipe", "training_required", "n", *metric_headers,
-            "source", "command"]
-    return pd.DataFrame(data, columns=cols).to_csv(index=False, lineterminator="\n")
+    for r in rows:
+        d = {c: "" for c in out_cols}
+        fixed = _fixed(r, spec)
+        d.update({_CSV_FIXED[k]: ("" if v == MISSING else v) for k, v in fixed.items()})
+        d.update({c: ("" if v == MISSING else v) for c, v in r.cells.items()})
+        d.update({"section": r.section, "training_required": "", "source": r.record,
+                  "command": "; ".join(c for c, _, _ in r.commands), "standin_command": r.standin})
+        data.append(d)
+    return pd.DataFrame(data, columns=out_cols).to_csv(index=False, lineterminator="\n")

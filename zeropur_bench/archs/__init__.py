@@ -1,8 +1,9 @@
 """Built-in architectures for local checkpoints, registered by name.
 
-CIFAR ResNet-20/32/44/56 are our own module (option-A shortcuts, see ``cifar_resnet``); ResNet-18 (the CIFAR
-variant with a 3×3 stem used by the paper), PreAct ResNet-18 and WideResNet-28-10 are RobustBench's own
-architecture classes, so zoo checkpoints and ours share one definition.
+CIFAR ResNet-20/32/44/56 are our own module (option-A shortcuts, see ``cifar_resnet``). ResNet-18 (the CIFAR
+variant with a 3×3 stem used by the paper), PreAct ResNet-18 and WideResNet-28-10 are our own modules too
+(``resnet``, ``wide_resnet``) with exactly RobustBench 1.1.1's module tree and state_dict keys, so zoo checkpoints
+and ours share one layout: the training path must run where robustbench is not installed.
 """
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from torch import nn
 
 from ..errors import UserError
 from .cifar_resnet import CifarResNet
+from .resnet import preact_resnet18, resnet18
+from .wide_resnet import wrn_28_10
 
 
 @dataclass(frozen=True)
@@ -24,33 +27,6 @@ class ArchSpec:
     stages: tuple[str, ...]  # stage modules (names inside the bare net), in order
 
 
-def _rb_resnet18(num_classes: int) -> nn.Module:
-    from .._compat import import_robustbench
-
-    import_robustbench()
-    from robustbench.model_zoo.architectures.resnet import BasicBlock, ResNet
-
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
-
-
-def _rb_preact18(num_classes: int) -> nn.Module:
-    from .._compat import import_robustbench
-
-    import_robustbench()
-    from robustbench.model_zoo.architectures.resnet import PreActBlock, PreActResNet
-
-    return PreActResNet(PreActBlock, [2, 2, 2, 2], num_classes=num_classes)
-
-
-def _rb_wrn28_10(num_classes: int) -> nn.Module:
-    from .._compat import import_robustbench
-
-    import_robustbench()
-    from robustbench.model_zoo.architectures.wide_resnet import WideResNet
-
-    return WideResNet(depth=28, widen_factor=10, num_classes=num_classes)
-
-
 ARCHS: dict[str, ArchSpec] = {
     f"resnet{6 * n + 2}": ArchSpec(f"resnet{6 * n + 2}", (lambda c, n=n: CifarResNet(n, c)),
                                    f"CIFAR ResNet-{6 * n + 2} (He et al. 2016, option-A shortcuts)",
@@ -58,11 +34,11 @@ ARCHS: dict[str, ArchSpec] = {
     for i, n in enumerate((3, 5, 7, 9))
 }
 ARCHS.update({
-    "resnet18": ArchSpec("resnet18", _rb_resnet18, "ResNet-18, CIFAR variant (3×3 stem; RobustBench class)", 11.2,
+    "resnet18": ArchSpec("resnet18", resnet18, "ResNet-18, CIFAR variant (3×3 stem; RobustBench's layout)", 11.2,
                          ("layer1", "layer2", "layer3", "layer4")),
-    "preact-resnet18": ArchSpec("preact-resnet18", _rb_preact18, "PreAct ResNet-18 (RobustBench class)", 11.2,
+    "preact-resnet18": ArchSpec("preact-resnet18", preact_resnet18, "PreAct ResNet-18 (RobustBench's layout)", 11.2,
                                 ("layer1", "layer2", "layer3", "layer4")),
-    "wrn-28-10": ArchSpec("wrn-28-10", _rb_wrn28_10, "WideResNet-28-10 (RobustBench class)", 36.5,
+    "wrn-28-10": ArchSpec("wrn-28-10", wrn_28_10, "WideResNet-28-10 (RobustBench's layout)", 36.5,
                           ("block1", "block2", "block3")),
 })
 

@@ -57,6 +57,17 @@ class AutoAttack(Attack):
 
     defaults: dict[str, Any] = {"version": "standard", "eot_iter": 20, "probe": True, "n_iter": 100}
 
+    suffix = ""
+
+    @classmethod
+    def label(cls, params: dict[str, Any], eps: float, norm: str) -> str:
+        """``AutoAttack-<version>`` only with AutoAttack's own settings (100 iterations; EOT 20 for 'rand', whose
+        collapse to 1 on a proved-deterministic target is recorded per batch); otherwise ``autoattack[...]``."""
+        v = params.get("version")
+        if int(params.get("n_iter", -1)) == 100 and v in VERSIONS and (v != "rand" or int(params["eot_iter"]) == 20):
+            return f"AutoAttack-{v}{cls.suffix}"
+        return super().label(params, eps, norm)
+
     def _check_params(self) -> None:
         super()._check_params()
         if self.params["version"] not in VERSIONS:
@@ -68,20 +79,30 @@ class AutoAttack(Attack):
     def _target_mode(self) -> Iterator[None]:
         yield
 
+    # AutoAttack's own advice for a deterministic model is 'standard': 'rand' against one would run only
+    # APGD-CE and APGD-DLR (with EOT 1). Only the BPDA variant, which targets defenses, switches.
+    switch_to_standard_if_deterministic = False
+
     def _attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         p = self.params
         with self._target_mode():
             eot = int(p["eot_iter"])
-            if p["version"] == "rand":
+            version = p["version"]
+            if version == "rand":
                 det = None
-                if p["probe"] and eot > 1:
+                if p["probe"] and (eot > 1 or self.switch_to_standard_if_deterministic):
                     det = probe_deterministic(self.model, x)
                     if det:
                         eot = 1
                 self.last_info.update(deterministic=det, eot_iter_requested=int(p["eot_iter"]), eot_iter=eot)
-            aa = _PyAutoAttack(self.target, eps=self.eps, norm=self.norm, version=p["version"],
+                if det and self.switch_to_standard_if_deterministic:
+                    version = "standard"
+                    self.last_info["version_note"] = ("requested 'rand'; the defense is deterministic (probed), so "
+                                                      "AutoAttack's advice applies: ran 'standard'")
+            self.last_info["version_run"] = version
+            aa = _PyAutoAttack(self.target, eps=self.eps, norm=self.norm, version=version,
                                seed=int(self.last_info["batch_seed"]), device=self.device)
-            if p["version"] == "rand":
+            if version == "rand":
                 aa.apgd.eot_iter = eot
             if int(p["n_iter"]) != 100:
                 _set_iterations(aa, int(p["n_iter"]))
@@ -95,11 +116,15 @@ class AutoAttack(Attack):
 class AutoAttackBPDA(AutoAttack):
     """AutoAttack 'rand' against the defended model through straight-through BPDA
     ``clf(x + (purify(x) - x).detach())`` (Croce et al. 2022): sets ``defense.grad_mode = "bpda"`` during the
-    call. The defense opens ``torch.enable_grad()`` itself, so pyautoattack's ``no_grad`` loop works."""
+    call. The defense opens ``torch.enable_grad()`` itself, so pyautoattack's ``no_grad`` loop works. Against a
+    defense the probe proves deterministic it runs 'standard' instead (APGD-CE, APGD-T, FAB-T, Square) and says
+    so in ``last_info`` and in its column name."""
 
     defaults: dict[str, Any] = {"version": "rand", "eot_iter": 20, "probe": True, "n_iter": 100}
     needs_defense = True
     adaptive_only = True
+    suffix = "-BPDA"
+    switch_to_standard_if_deterministic = True
 
     @contextlib.contextmanager
     def _target_mode(self) -> Iterator[None]:

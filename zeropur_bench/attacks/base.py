@@ -35,6 +35,29 @@ _TOL = 1e-6
 ATTACKS: dict[str, type["Attack"]] = {}
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) \
+            and not isinstance(b, bool):
+        return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _fmt_value(v: Any) -> str:
+    """8/255-style for small fractions of 255 (steps, eps), else the plain value; lists as a|b|c."""
+    if isinstance(v, float):
+        from fractions import Fraction
+
+        frac = Fraction(v * 255).limit_denominator(10)
+        if 0 < v <= 64 / 255 and abs(float(frac) / 255 - v) < 1e-9:
+            return f"{frac}/255"
+        return f"{v:g}"
+    if isinstance(v, (list, tuple)):
+        return "|".join(_fmt_value(x) for x in v)
+    return str(v)
+
+
 def register(name: str) -> Callable[[type["Attack"]], type["Attack"]]:
     """Class decorator: register an :class:`Attack` subclass under ``name``."""
 
@@ -203,9 +226,56 @@ class Attack:
         self._stream = ATTACK_STREAM  # next unused randomness stream (see estimators.STREAM)
         self._check_params()
 
+    # -- parameters and column labels (no model needed) ----------------------------------------------------------
+    @classmethod
+    def resolve_params(cls, params: dict[str, Any], eps: float, norm: str) -> dict[str, Any]:
+        """The parameters this attack runs with: defaults filled in, ``step=None`` resolved to the per-norm
+        fraction of ``eps``. Comparison keys and labels are computed from these, never from what was typed."""
+        reserved = sorted({"eps", "norm", "seed"} & set(params))
+        if reserved:
+            raise UserError(f"attack {cls.name!r}: {', '.join(reserved)} is set by the run, not by the attack "
+                            f"(use --eps / --threat / --seed); attack parameters: {', '.join(sorted(cls.defaults))}")
+        unknown = sorted(set(params) - set(cls.defaults))
+        if unknown:
+            raise UserError(f"unknown parameter(s) {', '.join(unknown)} for attack {cls.name!r}; allowed: "
+                            f"{', '.join(sorted(cls.defaults)) or '(none)'}")
+        out = {**cls.defaults, **params}
+        if "step" in out and out["step"] is None:
+            out["step"] = STEP_FRACTION[norm] * float(eps)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+    @classmethod
+    def label(cls, params: dict[str, Any], eps: float, norm: str) -> str:
+        """The column name of this attack with resolved ``params``: its registry name plus every parameter that
+        differs from its defaults, e.g. ``pgd[steps=5]``. Subclasses give a paper's or library's name (PGD-20,
+        AutoAttack) only when every setting is that paper's or library's."""
+        base = cls.resolve_params({}, eps, norm)
+        diff = {k: v for k, v in params.items() if k in base and not _same_value(v, base[k])}
+        if not diff:
+            return cls.name
+        return cls.name + "[" + ",".join(f"{k}={_fmt_value(v)}" for k, v in sorted(diff.items())) + "]"
+
     # -- subclass API -------------------------------------------------------------------------------------------
     def _check_params(self) -> None:
         """Validate ``self.params`` (raise UserError)."""
+        for key, default in self.defaults.items():  # the type of each default is the parameter's type
+            v = self.params.get(key)
+            if isinstance(default, bool):
+                ok = isinstance(v, bool)
+                want = "true or false"
+            elif isinstance(default, int):
+                ok = isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                want = "an integer"
+            elif isinstance(default, float):
+                ok = isinstance(v, (int, float, np.number)) and not isinstance(v, bool) and math.isfinite(float(v))
+                want = "a number"
+            elif isinstance(default, str):
+                ok = isinstance(v, str)
+                want = "a word"
+            else:
+                continue
+            if not ok:
+                raise UserError(f"parameter {key} of attack {self.name!r} must be {want}, got {v!r}")
         for key in ("steps", "restarts", "eot_iter", "eot_reps", "verify_reps", "n_queries"):
             v = self.params.get(key)
             if v is not None and (not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 0):
@@ -286,7 +356,8 @@ class Attack:
         self.model.eval()
         try:
             # fork_rng saves and restores the global RNG: torchattacks and pyautoattack draw from (and reseed) it.
-            with torch.random.fork_rng(devices=devices), counter.attach(self.classifier):
+            trusted = self.model.trusted_inputs() if hasattr(self.model, "trusted_inputs") else contextlib.nullcontext()
+            with torch.random.fork_rng(devices=devices), counter.attach(self.classifier), trusted:
                 seed = batch_seed(self.seed, indices)
                 torch.manual_seed(seed)
                 self.last_info["batch_seed"] = seed

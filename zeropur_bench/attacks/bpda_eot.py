@@ -11,8 +11,10 @@ Per step t = 0..steps (t = 0 is the random start):
 
 A deterministic defense (two purifications of the same images bit-identical) collapses ``eot_reps`` and
 ``verify_reps`` to 1 (the cheap check is then the verification). ``last_info`` holds ``broken_any_step`` (the
-headline, Hill et al.'s count), ``broken_final`` (judging only the final iterate), the probe result and the
-repeats used. The returned x_adv is, per example, the first verified breaking iterate, else the final iterate.
+headline, Hill et al.'s count), ``broken_final`` (judging only the final iterate), ``broken_per_step``,
+``x_final`` (the last iterate, which the engine re-judges for its "final only" column), the probe result and
+the repeats used. The returned x_adv is, per example, the first verified breaking iterate, else the final
+iterate.
 """
 from __future__ import annotations
 
@@ -28,13 +30,14 @@ from .base import Attack, lp_step, project, random_init, register
 
 class AnyStepTracker:
     """Per-example "broken at any step" bookkeeping shared by the iterative adaptive attacks: keeps the first
-    breaking iterate and the judgement of the latest iterate, plus the any-step accuracy curve."""
+    breaking iterate, the last iterate, and the judgement of every iterate (on the device: no host sync per step,
+    except to re-judge candidate breaks when a verification is used)."""
 
     def __init__(self, x: torch.Tensor) -> None:
         self.broken_any = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        self.broken_last = torch.zeros_like(self.broken_any)
         self.x_best = x.clone()
-        self.curve: list[float] = []
+        self.x_last = x.clone()
+        self.per_step: list[torch.Tensor] = []
         self.verified = 0
 
     def update(self, x_t: torch.Tensor, y: torch.Tensor, cheap_defended: torch.Tensor,
@@ -42,22 +45,28 @@ class AnyStepTracker:
         """``cheap_defended``: the cheap per-example judgement of x_t; ``verify(x, y, rows)`` re-judges the
         candidate breaks (``rows``: their positions in the batch) (None: the cheap judgement is final)."""
         broken = ~cheap_defended
-        cand = broken.nonzero().flatten()
-        if verify is not None and cand.numel():
-            self.verified += int(cand.numel())
-            broken[cand] = ~verify(x_t[cand], y[cand], cand)
+        if verify is not None:
+            cand = broken.nonzero().flatten()
+            if cand.numel():
+                self.verified += int(cand.numel())
+                broken[cand] = ~verify(x_t[cand], y[cand], cand)
         new = broken & ~self.broken_any
         self.x_best[new] = x_t[new]
         self.broken_any |= broken
-        self.broken_last = broken
         # Not-yet-broken examples follow the iterate; broken ones keep their first breaking iterate.
         keep = ~self.broken_any
         self.x_best[keep] = x_t[keep]
-        self.curve.append(1.0 - float(self.broken_any.float().mean()))
+        self.x_last = x_t.detach().clone()
+        self.per_step.append(broken.clone())
 
     def info(self) -> dict[str, Any]:
-        return {"broken_any_step": self.broken_any.cpu(), "broken_final": self.broken_last.cpu(),
-                "robust_curve_any_step": self.curve, "verified_candidates": self.verified}
+        """``broken_any_step`` (Hill et al.'s count), ``broken_final`` (the last iterate alone), ``broken_per_step``
+        ([steps + 1, n]: the judgement of every iterate, t = 0 the start), ``x_final`` (the last iterate)."""
+        per_step = torch.stack(self.per_step).cpu() if self.per_step else torch.zeros(0, self.broken_any.shape[0],
+                                                                                      dtype=torch.bool)
+        last = per_step[-1] if len(per_step) else self.broken_any.cpu()
+        return {"broken_any_step": self.broken_any.cpu(), "broken_final": last, "broken_per_step": per_step,
+                "x_final": self.x_last, "verified_candidates": self.verified}
 
 
 def defended_logits_fn(defense: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -2,6 +2,7 @@
 Linf 8/255 step 2/255, L2 0.5 step 0.05), with restarts."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -9,7 +10,7 @@ import torch.nn.functional as F
 import torchattacks
 
 from ..errors import UserError
-from .base import Attack, register
+from .base import Attack, _fmt_value, register
 
 
 @torch.no_grad()
@@ -46,6 +47,22 @@ class PGD(Attack):
     """PGD-k with a uniform random start; ``steps=1, step=eps, random_start=False`` is FGSM (one-step PGD)."""
 
     defaults = {"steps": 20, "step": None, "random_start": True, "restarts": 1}
+
+    # App. A.2: PGD-20 is 20 steps with a random start, step 2/255 at Linf 8/255 or 0.05 at L2 0.5.
+    PAPER = {"Linf": (8 / 255, 2 / 255), "L2": (0.5, 0.05)}
+
+    @classmethod
+    def label(cls, params: dict[str, Any], eps: float, norm: str) -> str:
+        """``PGD-20`` only with App. A.2's settings; otherwise ``pgd[...]`` with what differs."""
+        p_eps, p_step = cls.PAPER[norm]
+        paper_eps = math.isclose(eps, p_eps, rel_tol=1e-6)
+        if (paper_eps and int(params["steps"]) == 20 and math.isclose(float(params["step"]), p_step, rel_tol=1e-6)
+                and params["random_start"] is True and int(params["restarts"]) == 1):
+            return "PGD-20"
+        base = super().label(params, eps, norm)
+        if not paper_eps:  # the default step follows eps, so say which eps the column was made at
+            base = (base[:-1] + "," if base.endswith("]") else base + "[") + f"eps={_fmt_value(float(eps))}]"
+        return base
 
     def _check_params(self) -> None:
         super()._check_params()

@@ -47,6 +47,15 @@ class PGDEOT(Attack):
             kwargs = {**PRESETS[preset], **kwargs}
         super().__init__(model, **kwargs)
 
+    @classmethod
+    def resolve_params(cls, params: dict[str, Any], eps: float, norm: str) -> dict[str, Any]:
+        preset = params.get("preset")
+        if preset is not None:
+            if preset not in PRESETS:
+                raise UserError(f"unknown preset {preset!r} for attack 'pgd-eot'; known: {', '.join(PRESETS)}")
+            params = {**PRESETS[preset], **params}
+        return super().resolve_params(params, eps, norm)
+
     def _check_params(self) -> None:
         super()._check_params()
         p = self.params

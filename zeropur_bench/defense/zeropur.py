@@ -129,6 +129,31 @@ def _safe_norm(d: torch.Tensor) -> torch.Tensor:
     return (d.pow(2).sum(1) + 1e-24).sqrt()
 
 
+_NUMBER = ("coarse_eps", "fine_eps", "ila_weight", "lpips_weight")
+_NUMBER_OR_NONE = ("coarse_step", "fine_step", "momentum")
+_BOOL = ("random_start", "blur_target_detached", "channels_last")
+
+
+def _check_option_types(opts: dict[str, Any]) -> None:
+    """One clear error per wrongly typed option (``--zp coarse_eps=abc``), before any arithmetic on it."""
+    def is_num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+    for k, v in opts.items():
+        if k in _NUMBER and not is_num(v):
+            raise UserError(f"ZeroPur option {k} must be a number (e.g. {k}=8/255), got {v!r}")
+        if k in _NUMBER_OR_NONE and v is not None and not is_num(v):
+            raise UserError(f"ZeroPur option {k} must be a number or none, got {v!r}")
+        if k in _BOOL and not isinstance(v, bool):
+            raise UserError(f"ZeroPur option {k} must be true or false, got {v!r}")
+        if k in ("fine_layers", "lpips_layers") and not (
+                (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, str)
+                or (isinstance(v, (list, tuple)) and all(isinstance(t, str) for t in v))):
+            raise UserError(f"ZeroPur option {k} must be a number of last stages, 'all', or module names, got {v!r}")
+        if k == "embedding" and v is not None and not isinstance(v, str):
+            raise UserError(f"ZeroPur option embedding must be a module name, got {v!r}")
+
+
 class ZeroPur(nn.Module):
     """ZeroPur purification in front of ``classifier`` (any nn.Module mapping [0, 1] images to logits).
 
@@ -163,6 +188,7 @@ class ZeroPur(nn.Module):
         unknown = sorted(set(overrides) - set(_OPTIONS))
         if unknown:
             raise UserError(f"unknown ZeroPur option(s) {unknown}; valid options: {', '.join(_OPTIONS)}")
+        _check_option_types(overrides)
         self.classifier = classifier.eval()
         self.profile = profile
         self.stages = stages
@@ -278,11 +304,12 @@ class ZeroPur(nn.Module):
         with self._autocast(x.device):
             return self._tap.run(x)
 
-    @staticmethod
-    def _check_input(x: Any) -> None:
+    def _check_input(self, x: Any) -> None:
         if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
             raise UserError(f"ZeroPur expects a float image batch of shape (N, C, H, W) in [0, 1], got "
                             f"{type(x).__name__}{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")
+        if getattr(self, "_trusted", 0):
+            return  # inside an attack's loop: its inputs were checked once and stay in [0, 1] by projection
         with torch.no_grad():
             lo, hi = torch.aminmax(x.detach())
         if not (torch.isfinite(lo) and torch.isfinite(hi)):
@@ -290,6 +317,16 @@ class ZeroPur(nn.Module):
         if lo < -1e-6 or hi > 1 + 1e-6:
             raise UserError(f"ZeroPur input pixels must lie in [0, 1], got range [{lo.item():.4g}, {hi.item():.4g}]"
                             "; pass unnormalised images (normalisation belongs inside the classifier)")
+
+    @contextlib.contextmanager
+    def trusted_inputs(self) -> Iterator[None]:
+        """Skip the per-call pixel-range check (a host-device sync on a GPU) while an attack, which validated its
+        input once and projects every iterate into [0, 1], calls the defense at every step."""
+        self._trusted = getattr(self, "_trusted", 0) + 1
+        try:
+            yield
+        finally:
+            self._trusted -= 1
 
     @contextlib.contextmanager
     def _session(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -364,8 +401,10 @@ class ZeroPur(nn.Module):
         return obj
 
     # ------------------------------------------------------------------ the two stages
-    def _coarse(self, x0: torch.Tensor, indices: torch.Tensor, graph: bool) -> torch.Tensor:
-        """Coarse shifting, Alg. 1 (authors: + MI-FGSM momentum on the per-image L1-normalised gradient)."""
+    def _coarse(self, x0: torch.Tensor, indices: torch.Tensor, graph: bool,
+                on_iterate: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Coarse shifting, Alg. 1 (authors: + MI-FGSM momentum on the per-image L1-normalised gradient).
+        ``on_iterate`` receives every iterate x_1 .. x_K (Fig. 3 plots them)."""
         eps, steps, alpha = self.coarse_eps, self.coarse_steps, self.coarse_step
         if steps == 0:
             return x0
@@ -400,6 +439,8 @@ class ZeroPur(nn.Module):
             x = _project(x + alpha * self._direction(grad), x0, eps)
             if not graph:
                 x = x.detach()
+            if on_iterate is not None:
+                on_iterate(x)
         return x
 
     def _fine(self, x_adv: torch.Tensor, x_coarse: torch.Tensor, graph: bool) -> torch.Tensor:

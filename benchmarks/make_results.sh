@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Re-make the committed records under results/ (schema v2) with the commands that made them. Resumable: every
+# `run` resumes from its <record>.partial/ folder; a finished step is skipped when its output exists.
+# Run from the repository root with the data decoded (ZEROPUR_BENCH_DATA or ./data):
+#     bash benchmarks/make_results.sh [STEP ...]        # steps: tour cifar100 bpda-tour baselines sanity figures hill da
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ZB="zeropur-bench"
+R20="--model resnet20-cifar10-public"
+steps=("$@")
+[ ${#steps[@]} -eq 0 ] && steps=(tour cifar100 bpda-tour baselines sanity figures hill da)
+
+for step in "${steps[@]}"; do
+  echo "== $step ($(date +%T))"
+  case "$step" in
+    tour)       # README tour, Table 2 cell group (transfer PGD-20 + AutoAttack-rand, ZeroPur C and C-F)
+      $ZB run --dataset cifar10 --threat linf $R20 --n-ex 200 --no-progress --out results/ ;;
+    cifar100)   # Table 4 rows on the shipped CIFAR-100 default classifier
+      $ZB run --dataset cifar100 --threat linf --n-ex 100 --no-progress --out results/ ;;
+    bpda-tour)  # README adaptive example: BPDA+EOT 10 steps against C and C-F
+      $ZB run $R20 --n-ex 100 --setting adaptive --attack bpda-eot:steps=10 --stages c --stages cf \
+          --no-progress --out results/ ;;
+    baselines)  # the CI regression baselines, re-made from their stored configurations
+      for b in results/baselines/*.json; do $ZB check --baseline "$b" --update --no-progress; done ;;
+    sanity)     # Carlini et al.'s checks on ZeroPur-C
+      $ZB sanity $R20 --n-ex 100 --out results/sanity/cifar10-resnet20-c.json ;;
+    figures)    # README figures (issue 15): sweeps for Fig. 5/6, then one figure of each kind from committed records
+      F=results/figures; S=results/sweeps
+      $ZB sweep $R20 --n-ex 64 --attack pgd --stages cf --param fine_steps --values 0,10,25,50 \
+          --no-progress --out-dir $S/steps/
+      $ZB sweep $R20 --n-ex 64 --attack pgd --stages cf --param coarse_steps --values 0,5,10 \
+          --param2 fine_steps --values2 0,25,50 --no-progress --out-dir $S/grid/
+      $ZB plot steps --results $S/steps/ --out $F/steps.png
+      $ZB plot grid --results $S/grid/ --out $F/grid.png
+      $ZB plot attack-curve --results "$(ls results/cifar10-linf-resnet20-cifar10-public-adaptive-*.json | head -1)" \
+          --out $F/attack-curve.png
+      $ZB plot eps --results results/sanity/cifar10-resnet20-c.json --out $F/eps.png
+      TOUR="$(ls results/cifar10-linf-resnet20-cifar10-public-transfer-*.json | head -1)"
+      $ZB plot cosine --results "$TOUR" --variant zeropur-c --n 8 --out $F/cosine.png
+      $ZB plot images --results "$TOUR" --variant zeropur-cf --pick failures --n 4 --out $F/images.png ;;
+    hill)       # Hill et al.'s full BPDA+EOT protocol (50 steps, EOT 15 / 150 verifications, random start) vs C
+      $ZB run $R20 --n-ex 200 --batch-size 50 --setting adaptive --attack bpda-eot --stages c \
+          --no-progress --out results/adaptive/ ;;
+    da)         # Mao et al.'s defense-aware attack (λ 0.1 / 1 / 10, 10 steps) vs C-F
+      $ZB run $R20 --n-ex 200 --batch-size 50 --setting adaptive --attack defense-aware --stages cf \
+          --no-progress --out results/adaptive/ ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,166 @@
+"""Shipped classifiers by name, as RobustBench registers its zoo: ``resnet20-cifar10-standard`` etc.
+
+One place and one format for every classifier the project ships: ``zeropur_bench/weights/<name>.safetensors``
+(safetensors: loading can never run code), fp32 for files of a few MB, fp16 above that (loaded back to fp32),
+with the training metadata as JSON under the header key ``zeropur_bench``. The entries live in
+``zeropur_bench/weights/registry.json``; each gives file, sha256, architecture, dataset, training recipe, test
+accuracy, the hardware that trained it and the command that reproduces it, plus room for a download URL
+(fetched with a sha256 check) for the day the files are hosted. The public weights in ``../shared/weights``
+are registered too (location ``shared:``), identified by sha256, so a record made from them gets its recipe
+(``standard-padcrop``) without being told. Files are identified by sha256, never by path.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+REGISTRY_FILE = WEIGHTS / "registry.json"
+META_KEY = "zeropur_bench"
+FP16_ABOVE_BYTES = 8 * 1024 * 1024  # files of a few MB stay fp32; larger ones ship as fp16
+MAX_FILE_BYTES = 24 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One shipped (or registered public) classifier."""
+
+    name: str
+    arch: str
+    dataset: str
+    recipe: str
+    file: str  # "<file>" in zeropur_bench/weights, or "shared:<path under ../shared/weights>"
+    sha256: str
+    test_acc: float | None = None
+    test_n: int | None = None
+    correct_first500: int | None = None
+    trained_on: str | None = None
+    reproduce: str | None = None
+    url: str | None = None
+    notes: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@functools.lru_cache(maxsize=1)
+def _load() -> dict[str, Entry]:
+    if not REGISTRY_FILE.is_file():
+        return {}
+    data = json.loads(REGISTRY_FILE.read_text())
+    return {e["name"]: Entry(**e) for e in data["classifiers"]}
+
+
+def entries() -> dict[str, Entry]:
+    """Every registered classifier, by name."""
+    return dict(_load())
+
+
+def get(name: str) -> Entry | None:
+    return _load().get(name)
+
+
+def by_sha256(sha: str | None) -> Entry | None:
+    """The registered classifier with this file hash (how a path given by hand is recognised)."""
+    return next((e for e in _load().values() if sha and e.sha256 == sha), None)
+
+
+def shared_dir() -> Path:
+    """``$ZEROPUR_BENCH_SHARED/weights``, else ``../shared/weights`` from the working directory or the repository."""
+    env = os.environ.get("ZEROPUR_BENCH_SHARED")
+    if env:
+        return Path(env) / "weights"
+    for base in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        cand = base.parent / "shared" / "weights"
+        if cand.is_dir():
+            return cand
+    return Path("..") / "shared" / "weights"
+
+
+def path_of(entry: Entry) -> Path:
+    """The local file of ``entry`` (downloaded first if it has a URL and is missing)."""
+    if entry.file.startswith("shared:"):
+        path = shared_dir() / entry.file[len("shared:"):]
+    else:
+        path = WEIGHTS / entry.file
+    if not path.is_file():
+        if entry.url:
+            return fetch(entry, path)
+        raise UserError(f"classifier '{entry.name}' is registered but its file '{path}' is missing"
+                        + (" (set $ZEROPUR_BENCH_SHARED to the folder holding weights/)"
+                           if entry.file.startswith("shared:") else " (reinstall the package)"))
+    return path
+
+
+def fetch(entry: Entry, path: Path) -> Path:
+    """Download ``entry.url`` to ``path`` and check its sha256 (a mismatch deletes the file)."""
+    import hashlib
+    import urllib.request
+
+    from .data import OFFLINE_VAR, offline
+
+    if offline():
+        raise UserError(f"classifier '{entry.name}' is not at '{path}' and offline mode (${OFFLINE_VAR}) forbids "
+                        f"downloading it from {entry.url}")
+    tmp = path.with_name(path.name + ".download")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(entry.url, timeout=60) as r, open(tmp, "wb") as f:  # noqa: S310 (https URL)
+            h = hashlib.sha256()
+            for chunk in iter(lambda: r.read(1 << 20), b""):
+                h.update(chunk)
+                f.write(chunk)
+        if h.hexdigest() != entry.sha256:
+            raise UserError(f"download of '{entry.name}' has sha256 {h.hexdigest()[:12]}…, expected "
+                            f"{entry.sha256[:12]}…; not used")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"could not download classifier '{entry.name}' from {entry.url} ({exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_classifier(state_dict: dict[str, torch.Tensor], meta: dict[str, Any], dest: str | os.PathLike,
+                     fp16: bool | None = None) -> dict[str, Any]:
+    """Write a shippable classifier file: safetensors with ``meta`` as JSON under the header key
+    ``zeropur_bench``. ``fp16=None`` chooses fp16 when the fp32 file would exceed a few MB. Returns
+    ``{"path", "sha256", "bytes", "dtype"}``."""
+    from safetensors.torch import save_file
+
+    from .classifiers import file_sha256
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    fp32_bytes = sum(t.numel() * 4 for t in tensors.values() if t.is_floating_point())
+    if fp16 is None:
+        fp16 = fp32_bytes > FP16_ABOVE_BYTES
+    if fp16:
+        tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps({**meta, "stored_dtype": "fp16" if fp16 else "fp32"})})
+    size = tmp.stat().st_size
+    if size > MAX_FILE_BYTES:
+        tmp.unlink()
+        raise UserError(f"'{dest}' would be {size / 2**20:.1f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, dest)
+    return {"path": str(dest), "sha256": file_sha256(dest), "bytes": size, "dtype": "fp16" if fp16 else "fp32"}
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``zeropur_bench`` metadata of a shipped safetensors file ({} if none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get(META_KEY)
+    return json.loads(raw) if raw else {}
