@@ -2,7 +2,7 @@
 # Re-make the committed records under results/ (schema v2) with the commands that made them. Resumable: every
 # `run` resumes from its <record>.partial/ folder; a finished step is skipped when its output exists.
 # Run from the repository root with the data decoded (ZEROPUR_BENCH_DATA or ./data):
-#     bash benchmarks/make_results.sh [STEP ...]        # steps: tour cifar100 bpda-tour baselines sanity figures hill da
+#     bash benchmarks/make_results.sh [STEP ...]        # steps: tour cifar100 bpda-tour baselines sanity figures table2 hill da
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZB="zeropur-bench"
@@ -38,6 +38,15 @@ for step in "${steps[@]}"; do
       TOUR="$(ls results/cifar10-linf-resnet20-cifar10-public-transfer-*.json | head -1)"
       $ZB plot cosine --results "$TOUR" --variant zeropur-c --n 8 --out $F/cosine.png
       $ZB plot images --results "$TOUR" --variant zeropur-cf --pick failures --n 4 --out $F/images.png ;;
+    table2)     # Table 2, ResNet-20 rows: V/B/S x C/C-F, transfer PGD-20 + AutoAttack-rand, the paper's blur per
+                # recipe (median 3x3 for Vanilla, gaussian sigma 1.2 for Standard/Strong); N=1000 is the paper's grid
+      for recipe in vanilla standard strong; do
+        if ! python -c "from zeropur_bench import registry; raise SystemExit(registry.get('resnet20-cifar10-$recipe') is None)"; then
+          echo "resnet20-cifar10-$recipe is not shipped yet: skipped"; continue; fi
+        blur=gaussian:1.2; [ $recipe = vanilla ] && blur=median:3
+        $ZB run --dataset cifar10 --threat linf --model resnet20-cifar10-$recipe --blur $blur --n-ex "${N:-1000}" \
+            --no-progress --out results/
+      done ;;
     hill)       # Hill et al.'s full BPDA+EOT protocol (50 steps, EOT 15 / 150 verifications, random start) vs C
       $ZB run $R20 --n-ex 200 --batch-size 50 --setting adaptive --attack bpda-eot --stages c \
           --no-progress --out results/adaptive/ ;;

@@ -121,3 +121,12 @@ def code_version() -> str:
         h.update(path.read_bytes())
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+def strip_eps(key: str) -> str:
+    """An attack column without the ``eps=...`` it names when run away from the paper's eps."""
+    import re
+
+    out = re.sub(r"(?<=[\[,])eps=[^,\]]*(,|(?=\]))", "", key)
+    out = out.replace(",]", "]")
+    return out[:-2] if out.endswith("[]") else out

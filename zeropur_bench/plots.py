@@ -45,6 +45,7 @@ from typing import Any, Callable, Iterable, Sequence
 import click
 
 from .errors import UserError
+from .keys import strip_eps
 
 KINDS = ("steps", "grid", "attack-curve", "eps", "cosine", "images")
 FIG_SUFFIXES = (".png", ".svg", ".pdf")
@@ -616,15 +617,6 @@ def plot_attack_curve(sources: Sequence[Source], out: str | os.PathLike, *, atta
 
 
 # -- eps -------------------------------------------------------------------------------------------------------------------
-def strip_eps(key: str) -> str:
-    """An attack column without the ``eps=...`` it names when run away from the paper's eps."""
-    import re
-
-    out = re.sub(r"(?<=[\[,])eps=[^,\]]*(,|(?=\]))", "", key)
-    out = out.replace(",]", "]")
-    return out[:-2] if out.endswith("[]") else out
-
-
 def _eps_context(s: Source) -> dict:
     d = s.data
     c = d["config"]

@@ -39,6 +39,7 @@ import numpy as np
 
 from .errors import UserError
 from .evaluate import THREATS, AttackSpec, DefenseSpec, EvalConfig, eps_str, evaluate
+from .keys import strip_eps
 from .records import write_json_atomic
 from .stats import mcnemar_one_sided, wilson
 
@@ -312,7 +313,7 @@ def sanity_report_text(report: dict) -> str:
     if sweep:
         rows = [{"eps": r["eps_str"], "robust acc (any step) %": 100 * r["robust_acc"],
                  "95% CI %": f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]",
-                 **({f"bare classifier ({r['bare_attack']}) %": 100 * r["bare_robust_acc"]}
+                 **({f"bare classifier ({strip_eps(r['bare_attack'])}) %": 100 * r["bare_robust_acc"]}
                     if "bare_robust_acc" in r else {})} for r in sweep]
         text += "\n\n### eps sweep\n\n" + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f")
     text += "\n\n" + ("**Flags:**\n" + "\n".join(f"- {f}" for f in report["flags"]) if report["flags"]

@@ -705,6 +705,8 @@ def _measured_rows(spec: TableSpec, prows: list[_PaperRow], records: list[dict])
         path = str(rec.get("_path", ""))
         dataset = str(config.get("dataset", ""))
         for vname, d, summ in _variants(rec):
+            if d.get("overrides"):  # sweeps and ablations (--zp k=v) are figures, not rows of the paper's tables
+                continue
             paper, same_arch = _match_paper(spec, prows, d, arch_key, _recipe_key(recipe), dataset)
             if paper is None:
                 paper_label = MISSING
@@ -936,6 +938,8 @@ def _legend(spec: TableSpec, ci_mark: str) -> str:
                      "al.'s count, as the paper reports it); robust (any step): also right on the clean image; "
                      "final only (robust): clean ∧ the attack's last iterate alone (– when the attack has no "
                      "iterates). Each row names its attack by its key.")
+    parts.append("Defense variants run with --zp overrides (sweeps, ablations) are left out: they are not the paper's "
+                 "method; `zeropur-bench plot steps|grid` draws them.")
     parts.append(f"ZeroPur purifies with its own L∞ budget whatever the threat model. {MISSING}: not measured here; "
                  f"the footnote gives the command that measures it (paper rows: {FILL_N_EX} examples; the paper "
                  "uses the full test set, --n-ex 10000).")
