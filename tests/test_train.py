@@ -234,8 +234,10 @@ def _max_rel(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) / abs(y) for x, y in zip(a, b, strict=True))
 
 
-# one recipe in the default run (the replay is ~1 min of bf16 steps on a CPU without native bf16); all in -m slow
-@pytest.mark.parametrize("aug", [a if a == "standard" else pytest.param(a, marks=pytest.mark.slow) for a in SHIPPED])
+# slow: each replay is ~1 min of bf16 steps on a CPU without native bf16 (the default run checks every shipped file's
+# accuracy exactly, tests/test_registry.py; the replay checks the recipe that made it)
+@pytest.mark.slow
+@pytest.mark.parametrize("aug", SHIPPED)
 def test_shipped_checkpoint_first_losses_reproduced(aug: str, data_dir: str) -> None:
     meta = _shipped_meta(aug)
     # same thread count as the recording run: bf16 kernels split reductions by thread

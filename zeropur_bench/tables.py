@@ -57,6 +57,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from .attacks.base import _fmt_value
 from .errors import UserError
 from .evaluate import default_eps
 from .records import OLD_SCHEMAS, SCHEMA
@@ -474,6 +475,7 @@ def _variant_label(name: str, d: dict) -> str:
         return "No defense"
     stages = {"c": "ZeroPur-C", "cf": "ZeroPur-C-F"}.get(str(d.get("stages")), f"ZeroPur ({name})")
     extra = [f"{k} {d[k]}" for k in ("profile", "blur") if d.get(k)]
+    extra += [f"{k}={_fmt_value(v)}" for k, v in sorted((d.get("overrides") or {}).items())]
     return stages + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -705,7 +707,7 @@ def _measured_rows(spec: TableSpec, prows: list[_PaperRow], records: list[dict])
         path = str(rec.get("_path", ""))
         dataset = str(config.get("dataset", ""))
         for vname, d, summ in _variants(rec):
-            if d.get("overrides"):  # sweeps and ablations (--zp k=v) are figures, not rows of the paper's tables
+            if "[" in vname:  # a sweep's variants (zeropur-cf[fine_steps=10]) are figures, not rows of the tables
                 continue
             paper, same_arch = _match_paper(spec, prows, d, arch_key, _recipe_key(recipe), dataset)
             if paper is None:
@@ -938,8 +940,8 @@ def _legend(spec: TableSpec, ci_mark: str) -> str:
                      "al.'s count, as the paper reports it); robust (any step): also right on the clean image; "
                      "final only (robust): clean ∧ the attack's last iterate alone (– when the attack has no "
                      "iterates). Each row names its attack by its key.")
-    parts.append("Defense variants run with --zp overrides (sweeps, ablations) are left out: they are not the paper's "
-                 "method; `zeropur-bench plot steps|grid` draws them.")
+    parts.append("A sweep's variants (zeropur-bench sweep) are left out: `zeropur-bench plot steps|grid` draws them; "
+                 "settings changed with --zp are named in the Method column.")
     parts.append(f"ZeroPur purifies with its own L∞ budget whatever the threat model. {MISSING}: not measured here; "
                  f"the footnote gives the command that measures it (paper rows: {FILL_N_EX} examples; the paper "
                  "uses the full test set, --n-ex 10000).")
