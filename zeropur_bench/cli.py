@@ -2,39 +2,17 @@
 table). Every user error ends in one line on stderr and exit status 2."""
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
-from .errors import UserError
+from .errors import UserError, _one_line, friendly as _friendly
 
 DATASET_CHOICES = ("cifar10", "cifar100", "imagenet")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _friendly(fn: Callable) -> Callable:
-    """Turn UserError (and Ctrl-C) into one line and a non-zero exit."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as exc:
-            click.echo(f"error: {_one_line(exc)}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; rerun the same command to resume from the last finished batch", err=True)
-            sys.exit(130)
-
-    return wrapper
 
 
 class _Group(click.Group):

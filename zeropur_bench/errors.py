@@ -5,6 +5,33 @@ input). The CLI prints its message on one line and exits with status 2, never a 
 """
 from __future__ import annotations
 
+import functools
+import sys
+from typing import Any, Callable
+
+import click
+
 
 class UserError(Exception):
     """A problem with the user's input or environment, with a message that says what to do."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def friendly(fn: Callable) -> Callable:
+    """Command decorator (cli, plot, sweep): UserError (and Ctrl-C) → one line on stderr and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            click.echo(f"error: {_one_line(exc)}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; rerun the same command to resume from the last finished batch", err=True)
+            sys.exit(130)
+
+    return wrapper

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import io
 import json
 import math
@@ -40,11 +39,11 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import click
 
-from .errors import UserError
+from .errors import UserError, friendly as _friendly
 from .keys import strip_eps
 
 KINDS = ("steps", "grid", "attack-curve", "eps", "cosine", "images")
@@ -1102,18 +1101,6 @@ def plot_images(source: Source, out: str | os.PathLike, *, indices: Sequence[int
 
 
 # -- the command ------------------------------------------------------------------------------------------------------------
-def _friendly(fn: Callable) -> Callable:
-    """cli._friendly, looked up at call time (cli imports this module while it is being defined)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .cli import _friendly as friendly
-
-        return friendly(fn)(*args, **kwargs)
-
-    return wrapper
-
-
 def _int_list(text: str | None, what: str) -> list[int] | None:
     if not text:
         return None

@@ -16,7 +16,6 @@ command resumes: a finished record is skipped, a killed one resumes from its las
 from __future__ import annotations
 
 import copy
-import functools
 import json
 import os
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import click
 
-from .errors import UserError
+from .errors import UserError, friendly as _friendly
 
 # run's options that a sweep does not take (it writes several records into --out-dir; the defense is ZeroPur).
 NOT_BORROWED = ("out", "shard", "merge_only", "defense")
@@ -199,18 +198,6 @@ class _BorrowingCommand(click.Command):
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         self.borrow()
         return super().get_params(ctx)
-
-
-def _friendly(fn: Callable) -> Callable:
-    """cli._friendly, looked up at call time (cli imports this module while it is being defined)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from .cli import _friendly as friendly
-
-        return friendly(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 @click.command("sweep", cls=_BorrowingCommand)
