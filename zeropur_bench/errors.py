@@ -9,8 +9,6 @@ import functools
 import sys
 from typing import Any, Callable
 
-import click
-
 
 class UserError(Exception):
     """A problem with the user's input or environment, with a message that says what to do."""
@@ -22,6 +20,10 @@ def _one_line(text: str) -> str:
 
 def friendly(fn: Callable) -> Callable:
     """Command decorator (cli, plot, sweep): UserError (and Ctrl-C) → one line on stderr and a non-zero exit."""
+
+    # click is imported here, not at module level: this module is imported by the training path, which must run on
+    # a bare GPU machine with only torch / torchvision / numpy (tests/test_train_gpu_path.py)
+    import click
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
