@@ -18,7 +18,7 @@ import torch
 from zeropur_bench.data import load_data
 from zeropur_bench.augment import AUG_PARAMS, augment, color_jitter, equalize, resized_crop_flip
 from zeropur_bench.errors import UserError
-from zeropur_bench.train import _locked, replay_first_losses, train
+from zeropur_bench.train import _locked, lr_at, replay_first_losses, train
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "zeropur_bench" / "weights"
@@ -280,3 +280,31 @@ def test_ship_writes_safetensors_and_registers(data_dir: str, tmp_path: Path) ->
     with torch.no_grad():
         correct = int((load_classifier("resnet20", "cifar100", checkpoint=str(dest))(x).argmax(1) == y).sum())
     assert correct == res["correct_first500"]
+
+
+def test_shorten_replans_cosine_and_records_it(data_dir: str, tmp_path: Path) -> None:
+    """A run planned for 4 epochs, cut after 1 and ended at 2 with --shorten: the cosine of 2 epochs from then on,
+    the warm-up of the original plan, and the cut written into the recipe and the reproduce chain."""
+    kw = dict(batch_size=64, n_train=256, data_dir=data_dir, progress=False, eval_test=False, num_threads=1)
+    part = train("cifar10", "resnet20", "standard", 4, tmp_path / "r", stop_at_epoch=1, **kw)
+    assert not part["finished"] and part["epoch"] == 1
+    with pytest.raises(UserError, match="--shorten"):  # a different --epochs alone is refused, with the hint
+        train("cifar10", "resnet20", "standard", 2, tmp_path / "r", **kw)
+    for bad in (1, 5):  # not after the epochs done, not shorter than the plan
+        with pytest.raises(UserError, match="between the epochs already trained"):
+            train("cifar10", "resnet20", "standard", bad, tmp_path / "r", shorten=True, **kw)
+    done = train("cifar10", "resnet20", "standard", 2, tmp_path / "r", shorten=True, **kw)
+    assert done["finished"]
+    sched = done["recipe"]["schedule"]
+    assert sched["replanned"] == [{"at_epoch": 1, "epochs_before": 4, "epochs_after": 2}]
+    assert sched["warmup_epochs"] == 1 and done["recipe"]["epochs"] == 2
+    steps = sched["steps_per_epoch"]
+    lrs = [e["lr_end"] for e in done["log"]]
+    assert lrs[0] == pytest.approx(0.1)  # end of the warm-up epoch, the same under either plan
+    assert lrs[1] == pytest.approx(lr_at(2 * steps - 1, 2 * steps, steps, 0.1))  # the 2-epoch cosine's last step
+    assert lrs[1] < lr_at(2 * steps - 1, 4 * steps, steps, 0.1) / 3  # not the 4-epoch plan's
+    first, second = done["reproduce"].split(" && ")
+    assert "--epochs 4" in first and first.endswith("--stop-at-epoch 1")
+    assert "--epochs 2" in second and "--shorten" in second and "--warmup-epochs 1" in second
+    with pytest.raises(UserError, match="needs a run to shorten"):
+        train("cifar10", "resnet20", "standard", 2, tmp_path / "fresh", shorten=True, **kw)

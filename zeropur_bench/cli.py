@@ -465,6 +465,9 @@ def check_cmd(baselines: tuple[str, ...], record_path: str | None, data_dir: str
 @click.option("--data-dir", default=None)
 @click.option("--num-threads", type=int, default=None)
 @click.option("--no-progress", is_flag=True)
+@click.option("--stop-at-epoch", type=int, default=None, help="Stop (resumable) once this many epochs are trained.")
+@click.option("--shorten", is_flag=True, help="End a run planned for more epochs at --epochs (cosine re-planned "
+              "from the next epoch; recorded in the recipe and the reproduce command).")
 @_friendly
 def train_cmd(**kw: Any) -> None:
     """Train a base classifier with the paper's recipe (SGD, cosine schedule with linear warm-up).

@@ -173,9 +173,24 @@ def _locked(out: Path) -> Iterator[None]:
 
 
 def cli_command(cfg: dict) -> str:
-    """The ``zeropur-bench train`` command equivalent to ``cfg``."""
+    """The ``zeropur-bench train`` command equivalent to ``cfg``; for a run whose schedule was shortened
+    (``--shorten``), the chain of commands that reproduces it: each plan run up to the epoch where it was cut."""
+    plans = cfg.get("replanned") or []
+    seq = [p["epochs_before"] for p in plans] + [cfg["epochs"]]
+    parts = []
+    for i, epochs in enumerate(seq):
+        args = shlex.split(_one_command(cfg, epochs))
+        if i:
+            args.append("--shorten")
+        if i < len(plans):
+            args += ["--stop-at-epoch", str(plans[i]["at_epoch"])]
+        parts.append(shlex.join(args))
+    return " && ".join(parts)
+
+
+def _one_command(cfg: dict, epochs: int) -> str:
     args = ["zeropur-bench", "train", "--dataset", cfg["dataset"], "--arch", cfg["arch"], "--aug", cfg["aug"],
-            "--epochs", str(cfg["epochs"]), "--out", str(cfg["out"]), "--batch-size", str(cfg["batch_size"]),
+            "--epochs", str(epochs), "--out", str(cfg["out"]), "--batch-size", str(cfg["batch_size"]),
             "--lr", repr(cfg["lr"]), "--momentum", repr(cfg["momentum"]), "--weight-decay", repr(cfg["weight_decay"]),
             "--warmup-epochs", str(cfg["warmup_epochs"]), "--seed", str(cfg["seed"])]
     if cfg["bf16"]:
@@ -274,11 +289,14 @@ def train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLike
           num_threads: int | None = None, resume: bool = True, progress: bool = True, n_train: int | None = None,
           stop_after: int | None = None, max_steps: int | None = None, eval_test: bool = True,
           command: str | None = None, log: Callable[[str], None] | None = None, device: str = "cpu",
-          n_test: int | None = None) -> dict:
+          n_test: int | None = None, stop_at_epoch: int | None = None, shorten: bool = False) -> dict:
     """Train ``arch`` on ``dataset``'s training split with augmentation ``aug`` (App. A.1, Table 8).
 
     Resumes from ``out/checkpoint.pt`` when ``resume`` and it exists (the recipe must match). ``stop_after``
-    returns after that many epochs of this call (for tests: an interruption at an epoch boundary);
+    returns after that many epochs of this call (for tests: an interruption at an epoch boundary), ``stop_at_epoch``
+    once that many epochs are trained in all; ``shorten`` resumes a run planned for more epochs with the cosine
+    re-planned to end at ``epochs`` (recorded in the recipe as ``schedule.replanned``, and in the reproduce
+    command as a chain); the warm-up stays the checkpoint's;
     ``max_steps`` only runs that many steps of the first epoch, writes nothing and returns the step losses
     (to replay a recipe's first logged losses). ``n_train`` trains on the first n images (a class-balanced
     random sample); ``eval_test=False`` skips the per-epoch test evaluation (tests); ``n_test`` evaluates on the
@@ -309,7 +327,8 @@ def _train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLik
            num_threads: int | None = None, resume: bool = True, progress: bool = True, n_train: int | None = None,
            stop_after: int | None = None, max_steps: int | None = None, eval_test: bool = True,
            command: str | None = None, log: Callable[[str], None] | None = None, device: str = "cpu",
-           n_test: int | None = None) -> dict:
+           n_test: int | None = None, stop_at_epoch: int | None = None, shorten: bool = False) -> dict:
+    warmup_given = warmup_epochs is not None
     warmup_epochs = default_warmup(epochs) if warmup_epochs is None else int(warmup_epochs)
     _check_args(dataset, arch, aug, epochs, batch_size, lr, momentum, weight_decay, warmup_epochs, n_train, n_test)
     dev = resolve_device(device)
@@ -351,12 +370,30 @@ def _train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLik
         out.mkdir(parents=True, exist_ok=True)
         if resume and ckpt_path.is_file():
             ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            old = {k: ck["config"].get(k) for k in RECIPE_KEYS}
-            new = {k: cfg[k] for k in RECIPE_KEYS}
+            old_cfg = ck["config"]
+            if not warmup_given:  # a re-planned run keeps its warm-up, whatever the default for its new length
+                cfg["warmup_epochs"] = old_cfg["warmup_epochs"]
+            replan = shorten and epochs != old_cfg["epochs"]  # rerunning the --shorten command just resumes
+            keys = [k for k in RECIPE_KEYS if not (replan and k == "epochs")]
+            old = {k: old_cfg.get(k) for k in keys}
+            new = {k: cfg[k] for k in keys}
             if old != new:
-                diff = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in RECIPE_KEYS if old[k] != new[k])
+                diff = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in keys if old[k] != new[k])
                 raise UserError(f"'{ckpt_path}' belongs to a different recipe ({diff}); use another --out, "
-                                f"the original settings, or --no-resume to start over")
+                                f"the original settings, or --no-resume to start over"
+                                + ("" if shorten or "epochs" not in diff else
+                                   "; to end a longer run early, pass --shorten with the new --epochs"))
+            cfg["replanned"] = list(old_cfg.get("replanned", []))
+            if replan:
+                if not ck["epoch"] < epochs < old_cfg["epochs"]:
+                    raise UserError(f"--shorten: --epochs must lie between the epochs already trained "
+                                    f"({ck['epoch']}) and the planned {old_cfg['epochs']}, exclusive; got {epochs}")
+                cfg["replanned"].append({"at_epoch": ck["epoch"], "epochs_before": old_cfg["epochs"],
+                                         "epochs_after": epochs})
+                say(f"{out}: cosine schedule re-planned from {old_cfg['epochs']} to {epochs} epochs after epoch "
+                    f"{ck['epoch']}")
+            if cfg["replanned"]:
+                command = cli_command(cfg)
             if ck["data_sha256"] != tr_info.sha256:
                 raise UserError(f"'{ckpt_path}' was trained on different data (sha256 {ck['data_sha256'][:12]}… "
                                 f"vs {tr_info.sha256[:12]}…); point --data-dir at the original data or use another --out")
@@ -369,8 +406,11 @@ def _train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLik
             say(f"resuming {out} at epoch {start_epoch + 1}/{epochs}" if start_epoch < epochs
                 else f"{out}: all {epochs} epochs already trained; finalising")
         else:  # a fresh start: never leave a previous run's final files next to the new run's checkpoints
+            if shorten:
+                raise UserError(f"--shorten needs a run to shorten, and '{ckpt_path}' does not exist")
             for stale in (out / MODEL, out / BEST, out / "train_log.json"):
                 stale.unlink(missing_ok=True)
+    warmup_steps = steps_per_epoch * cfg["warmup_epochs"]
 
     x_te = y_te = None
     if eval_test and max_steps is None:
@@ -406,7 +446,8 @@ def _train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLik
     net.train()
     try:
         for epoch in range(start_epoch, epochs):
-            if stop_after is not None and done_this_call >= stop_after:
+            if (stop_after is not None and done_this_call >= stop_after) or (stop_at_epoch is not None
+                                                                             and epoch >= stop_at_epoch):
                 break
             t0, c0 = time.time(), time.process_time()
             g = epoch_generator(seed, epoch)
@@ -504,7 +545,9 @@ def _meta(cfg: dict, command: str, epoch_log: list, first_losses: list, tr_info:
                                  "weight_decay": cfg["weight_decay"], "weight_decay_on": "all parameters",
                                  "nesterov": False},
                    "schedule": {"name": "cosine with linear warm-up, per step", "warmup_epochs": cfg["warmup_epochs"],
-                                "steps_per_epoch": steps_per_epoch, "final_lr": 0.0},
+                                "steps_per_epoch": steps_per_epoch, "final_lr": 0.0,
+                                # a run ended early: from the step after at_epoch, the cosine of epochs_after
+                                "replanned": cfg.get("replanned", [])},
                    "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "loss": "cross_entropy",
                    "bf16_autocast": cfg["bf16"], "channels_last": cfg["channels_last"], "seed": cfg["seed"],
                    "n_train": tr_info.n, "data_order": "randperm per epoch, generator seed = seed*1000003+epoch+1"},
@@ -563,7 +606,9 @@ def replay_first_losses(meta: dict, steps: int, data_dir: str | os.PathLike | No
     """Rerun the first ``steps`` training steps of a finished checkpoint's recipe (its ``meta``) and return
     the per-step losses, to compare with ``meta['first_step_losses']``."""
     r = meta["recipe"]
-    res = train(meta["dataset"], meta["arch"], r["aug"]["name"], r["epochs"], out="unused", batch_size=r["batch_size"],
+    plans = r["schedule"].get("replanned") or []
+    epochs = plans[0]["epochs_before"] if plans else r["epochs"]  # the first steps ran under the first plan
+    res = train(meta["dataset"], meta["arch"], r["aug"]["name"], epochs, out="unused", batch_size=r["batch_size"],
                 lr=r["optimizer"]["lr"], momentum=r["optimizer"]["momentum"],
                 weight_decay=r["optimizer"]["weight_decay"], warmup_epochs=r["schedule"]["warmup_epochs"],
                 bf16=r["bf16_autocast"], channels_last=r["channels_last"], seed=r["seed"], data_dir=data_dir,
@@ -636,6 +681,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--no-eval", action="store_true", help="skip the test-set evaluation (per epoch and final)")
     p.add_argument("--n-test", type=int, default=None, help="evaluate on the first n test images only (smoke runs)")
+    p.add_argument("--stop-at-epoch", type=int, default=None, help="stop (resumable) once this many epochs are "
+                   "trained in all")
+    p.add_argument("--shorten", action="store_true", help="end a run planned for more epochs at --epochs: the "
+                   "cosine is re-planned from the next epoch (recorded in the recipe and the reproduce command)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N; not part of the recipe: a run "
                    "may be resumed on another device")
     a = p.parse_args(argv)
@@ -644,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs, bf16=a.bf16, channels_last=a.channels_last,
               seed=a.seed, data_dir=a.data_dir, num_threads=a.num_threads, resume=not a.no_resume,
               progress=not a.no_progress, n_train=a.n_train, eval_test=not a.no_eval, device=a.device,
-              n_test=a.n_test,
+              n_test=a.n_test, stop_at_epoch=a.stop_at_epoch, shorten=a.shorten,
               command=shlex.join(["python", "-m", "zeropur_bench.train", *(sys.argv[1:] if argv is None else argv)]))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
