@@ -176,16 +176,18 @@ def test_default_models(tmp_path, monkeypatch):
     from zeropur_bench import registry
 
     monkeypatch.setenv("ZEROPUR_BENCH_OFFLINE", "1")
-    # the shipped Standard ResNet-20 is CIFAR-100's offline default: a tiny real run goes through it
-    res = CliRunner().invoke(main, ["run", "--dataset", "cifar100", "--n-ex", "4", "--attack", "pgd:steps=2",
-                                    "--stages", "c", "--zp", "coarse_steps=2", "--no-progress",
-                                    "--out", str(tmp_path / "r.json")])
-    assert res.exit_code == 0, res.output
-    assert "default classifier: shipped 'resnet20-cifar100-standard'" in res.stderr
-    rec = json.loads((tmp_path / "r.json").read_text())
-    assert rec["config"]["model"] == "resnet20-cifar100-standard" and rec["config"]["checkpoint"] is None
-    assert rec["config"]["recipe"] == "standard"  # from the registry, not from a path
-    assert rec["provenance"]["model"]["checkpoint_sha256"] == registry.get("resnet20-cifar100-standard").sha256
+    # the shipped Standard ResNet-20 is each CIFAR dataset's offline default: a tiny real run goes through it
+    for ds in ("cifar10", "cifar100"):
+        name, out = f"resnet20-{ds}-standard", tmp_path / f"{ds}.json"
+        res = CliRunner().invoke(main, ["run", "--dataset", ds, "--threat", "linf", "--n-ex", "4", "--attack",
+                                        "pgd:steps=2", "--stages", "c", "--zp", "coarse_steps=2", "--no-progress",
+                                        "--out", str(out)])
+        assert res.exit_code == 0, res.output
+        assert f"default classifier: shipped '{name}'" in res.stderr
+        rec = json.loads(out.read_text())
+        assert rec["config"]["model"] == name and rec["config"]["checkpoint"] is None
+        assert rec["config"]["recipe"] == "standard"  # from the registry, not from a path
+        assert rec["provenance"]["model"]["checkpoint_sha256"] == registry.get(name).sha256
     # without a shipped entry: CIFAR-10 falls back to RobustBench 'Standard' (one line offline), CIFAR-100 errs
     monkeypatch.setattr(registry, "get", lambda name: None)
     res = CliRunner().invoke(main, ["run", "--dataset", "cifar10", "--n-ex", "2", "--model-dir",

@@ -30,6 +30,14 @@ def test_every_shipped_file_is_registered() -> None:
     assert not list(registry.WEIGHTS.glob("*.pt"))  # one format for every shipped classifier
 
 
+def test_the_paper_grid_is_shipped() -> None:
+    """Issue 13: the paper's three training recipes (Table 1) on both CIFAR datasets, each above its floor."""
+    assert set(FLOORS) <= set(SHIPPED)
+    for name, floor in FLOORS.items():
+        e = registry.get(name)
+        assert e.recipe == name.rsplit("-", 1)[1] and e.test_n == 10000 and e.test_acc >= floor
+
+
 @pytest.mark.parametrize("name", ENTRIES)
 def test_registered_classifier_reproduces_first500(name: str, data_dir: str) -> None:
     e = registry.get(name)
