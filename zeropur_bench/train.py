@@ -350,7 +350,6 @@ def _train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLik
     n = len(x_tr)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = steps_per_epoch * epochs
-    warmup_steps = steps_per_epoch * warmup_epochs
     norm = NORMALIZATION.get(dataset)
     if norm is None:
         raise UserError(f"no normalisation statistics for '{dataset}'; training supports {', '.join(NORMALIZATION)}")
@@ -410,7 +409,7 @@ def _train(dataset: str, arch: str, aug: str, epochs: int, out: str | os.PathLik
                 raise UserError(f"--shorten needs a run to shorten, and '{ckpt_path}' does not exist")
             for stale in (out / MODEL, out / BEST, out / "train_log.json"):
                 stale.unlink(missing_ok=True)
-    warmup_steps = steps_per_epoch * cfg["warmup_epochs"]
+    warmup_steps = steps_per_epoch * cfg["warmup_epochs"]  # after resume: a shortened run keeps its warm-up
 
     x_te = y_te = None
     if eval_test and max_steps is None:
