@@ -13,6 +13,12 @@ import click
 from .errors import UserError, _one_line, friendly as _friendly
 
 DATASET_CHOICES = ("cifar10", "cifar100", "imagenet")
+PROFILE_NAMES = ("authors", "paper", "calibrated")
+DEFAULT_PROFILE = "authors"
+# The paper's blur per training recipe (Sec. 4.1): median 3x3 for 'Vanilla' classifiers, gaussian sigma 1.2 for
+# 'Standard' / 'Strong'.
+PAPER_BLUR = {"vanilla": "median:3", "standard": "gaussian:1.2", "strong": "gaussian:1.2"}
+FALLBACK_BLUR = "median:3"
 
 
 class _Group(click.Group):
@@ -122,13 +128,22 @@ def main() -> None:
 @click.option("--checkpoint", default=None, help="Local checkpoint for a built-in architecture.")
 @click.option("--model-dir", default=None, help="Folder of RobustBench checkpoints (<dir>/<dataset>/<threat>/<name>.pt).")
 @click.option("--data-dir", default=None, help="Data folder (default: $ZEROPUR_BENCH_DATA, else ./data).")
-@click.option("--defense", type=click.Choice(["zeropur", "none"]), default="zeropur", show_default=True)
+@click.option("--defense", "defenses", multiple=True, type=click.Choice(["zeropur", "blur", "none"]),
+              help="zeropur (default), blur (the blur alone, g(x): the paper's Table 1 baseline) or none. "
+                   "Repeatable: --defense zeropur --defense blur.")
 @click.option("--stages", multiple=True, type=click.Choice(["c", "cf"]),
               help="Coarse only (c) and/or coarse + fine (cf); repeat for several variants on ONE adversarial "
                    "set. Default: both.")
-@click.option("--profile", type=click.Choice(["authors", "paper"]), default="authors", show_default=True,
-              help="Hyperparameters as the authors' code runs them, or as the paper states them.")
-@click.option("--blur", multiple=True, help="Blur spec: median:3 (default), gaussian:1.2, tv:0.1 ... Repeatable.")
+@click.option("--profile", "profiles", multiple=True, type=click.Choice(PROFILE_NAMES),
+              help="authors (the authors' code), paper (the paper's text) or calibrated (the authors' settings "
+                   "with the ILA weight fitted to this classifier on clean training images). Repeatable: one "
+                   f"adversarial set serves every profile. Default: {DEFAULT_PROFILE}.")
+@click.option("--calibration", "calibration_file", default=None,
+              help="Calibration file (zeropur-bench calibrate) for --profile calibrated. Default: the shipped "
+                   "calibration of a shipped classifier, else one computed now on clean training images.")
+@click.option("--blur", multiple=True, help="Blur spec: median:3, gaussian:1.2, tv:0.1 ... Repeatable. Default: "
+              "the paper's blur for the classifier's training recipe (median:3 for vanilla, gaussian:1.2 for "
+              "standard/strong), median:3 when the recipe is unknown.")
 @click.option("--zp", "zp_overrides", default="", help="ZeroPur overrides, e.g. 'coarse_steps=5,fine_steps=20'.")
 @click.option("--attack", "attacks", multiple=True,
               help="Registered attack, optionally with parameters: NAME[:k=v,...], e.g. pgd:steps=40 or "
@@ -162,7 +177,8 @@ def main() -> None:
 @click.option("--no-progress", is_flag=True)
 @_friendly
 def run_cmd(dataset: str, threat: str, model: str | None, checkpoint: str | None, model_dir: str | None,
-            data_dir: str | None, defense: str, stages: tuple[str, ...], profile: str, blur: tuple[str, ...],
+            data_dir: str | None, defenses: tuple[str, ...], stages: tuple[str, ...], profiles: tuple[str, ...],
+            calibration_file: str | None, blur: tuple[str, ...],
             zp_overrides: str, attacks: tuple[str, ...], setting: str, eps: str | None, n_ex: int | None,
             batch_size: int, device: str, dtype: str, channels_last: bool, seed: int, data_seed: int | None,
             estimator: str, estimator_n: int, recipe: str | None, out: str | None, shard: str | None,
@@ -192,20 +208,18 @@ def run_cmd(dataset: str, threat: str, model: str | None, checkpoint: str | None
     attack_specs = [parse_attack(a) for a in attacks] or [
         AttackSpec("pgd"), AttackSpec("autoattack", {"version": "rand"})]
     overrides = parse_kv(zp_overrides, "--zp")
-    if defense == "none":
-        variants = [DefenseSpec(name="none")]
-    else:
-        stage_list = list(dict.fromkeys(stages)) or ["c", "cf"]
-        blurs = list(dict.fromkeys(blur)) or ["median:3"]
-        variants = []
-        for b in blurs:
-            for s in stage_list:
-                label = f"zeropur-{s}" if len(blurs) == 1 else f"zeropur-{s}-{b}"
-                variants.append(DefenseSpec(profile=profile, stages=s, blur=b, overrides=overrides, label=label))
-        from .defense.blur import make_blur
-
-        for b in blurs:  # validate blur specs before any work
-            make_blur(b)
+    profile_list = list(dict.fromkeys(profiles)) or [DEFAULT_PROFILE]
+    defense_list = list(dict.fromkeys(defenses)) or ["zeropur"]
+    blurs = list(dict.fromkeys(blur)) or [default_blur(model, checkpoint, recipe)]
+    loaded = None
+    calibrations: dict[str, dict | None] = {}
+    if "zeropur" in defense_list and "calibrated" in profile_list:
+        loaded = load_for_calibration(model, dataset, threat, checkpoint, model_dir, device)
+        calibrations = resolve_calibrations(loaded[0], dataset, blurs, calibration_file, data_dir,
+                                            echo=lambda m: click.echo(m, err=True))
+    elif calibration_file is not None:
+        raise UserError("--calibration is for --profile calibrated")
+    variants = build_variants(defense_list, stages, profile_list, blurs, overrides, calibrations)
     config = EvalConfig(model=model, dataset=dataset, threat=threat, setting=setting,
                         eps=parse_number(eps, "--eps") if eps is not None else None,
                         attacks=attack_specs, defenses=variants, checkpoint=checkpoint, model_dir=model_dir,
@@ -220,7 +234,8 @@ def run_cmd(dataset: str, threat: str, model: str | None, checkpoint: str | None
         raise UserError("give either --shard K/N (compute a share) or --merge-only (assemble), not both")
     ctx = distributed.init(config.device)
     try:
-        ev = Evaluator(config, data_dir=data_dir)
+        ev = Evaluator(config, data_dir=data_dir, **({"classifier": loaded[0], "model_info": loaded[1].to_dict()}
+                                                    if loaded is not None else {}))
         if ctx.active:
             record = ev.run(out=out, progress=not no_progress and ctx.is_main, shard=(ctx.rank, ctx.world_size),
                             barrier=distributed.barrier(ctx), assemble=ctx.is_main,
@@ -240,6 +255,77 @@ def run_cmd(dataset: str, threat: str, model: str | None, checkpoint: str | None
     resumed = f" (resumed {ev.batches_resumed} finished batches)" if ev.batches_resumed else ""
     workers = f" by {ctx.world_size} ranks" if ctx.active else ""
     click.echo(f"record written to {record['_path']}{workers}{resumed}")
+
+
+def default_blur(model: str, checkpoint: str | None = None, recipe: str | None = None) -> str:
+    """The paper's blur for the classifier's recipe (``--recipe``, else the registry's), else median:3."""
+    from . import registry
+
+    if recipe is None and checkpoint is None and registry.get(model) is not None:
+        recipe = registry.get(model).recipe
+    return PAPER_BLUR.get(str(recipe or "").lower(), FALLBACK_BLUR)
+
+
+def load_for_calibration(model: str, dataset: str, threat: str, checkpoint: str | None, model_dir: str | None,
+                         device: str):
+    """(classifier, info), loaded once for the calibration lookup and handed to the engine."""
+    from .classifiers import load_classifier
+
+    return load_classifier(model, dataset, threat, checkpoint=checkpoint, model_dir=model_dir, device=device,
+                           return_info=True)
+
+
+def resolve_calibrations(classifier: Any, dataset: str, blurs: list[str], calibration_file: str | None,
+                         data_dir: str | None, echo: Any) -> dict[str, dict | None]:
+    """Per blur: None (the classifier's shipped calibration exists), the named file's calibration, or one
+    computed now on clean training images (said on stderr). Never a silent fall back to the authors' 1e-4."""
+    from . import registry
+    from .defense.blur import make_blur
+    from .defense.calibration import DEFAULT_RULE, calibrate, load_calibration, weights_sha256
+
+    out: dict[str, dict | None] = {}
+    sha = weights_sha256(classifier)
+    for b in blurs:
+        spec = make_blur(b).spec
+        if calibration_file is not None:
+            out[b] = load_calibration(calibration_file).to_dict()
+        elif registry.calibration_for(sha, spec, DEFAULT_RULE) is not None:
+            out[b] = None
+        else:
+            echo(f"profile calibrated: this classifier has no shipped calibration for blur {spec}; calibrating "
+                 f"now (rule {DEFAULT_RULE}, clean {dataset} training images; save one with "
+                 "`zeropur-bench calibrate` and pass --calibration to skip this)")
+            out[b] = calibrate(classifier, dataset, blur=b, data_dir=data_dir, echo=echo).to_dict()
+    return out
+
+
+def build_variants(defenses: list[str], stages: tuple[str, ...] | list[str], profiles: list[str], blurs: list[str],
+                   overrides: dict, calibrations: dict[str, dict | None]) -> list:
+    """The defense variants of a run, in display order: the blur alone, then per blur and profile C and C-F.
+    C under 'calibrated' is C under 'authors' (the calibration only changes the fine stage), so with both
+    profiles it is made once, as the authors'."""
+    from .defense.blur import make_blur
+    from .evaluate import DefenseSpec
+
+    for b in blurs:  # validate blur specs before any work
+        make_blur(b)
+    stage_list = list(dict.fromkeys(stages)) or ["c", "cf"]
+    many_b, many_p = len(blurs) > 1, len(profiles) > 1
+    out = []
+    if "none" in defenses:
+        out.append(DefenseSpec(name="none"))
+    if "blur" in defenses:
+        out += [DefenseSpec(name="blur", blur=b, label="blur" + (f"-{b}" if many_b else "")) for b in blurs]
+    if "zeropur" in defenses:
+        for b in blurs:
+            for p in profiles:
+                for st in stage_list:
+                    if st == "c" and p == "calibrated" and "authors" in profiles:
+                        continue
+                    label = f"zeropur-{st}" + (f"-{p}" if many_p else "") + (f"-{b}" if many_b else "")
+                    out.append(DefenseSpec(profile=p, stages=st, blur=b, overrides=overrides, label=label,
+                                           calibration=calibrations.get(b) if p == "calibrated" else None))
+    return out
 
 
 def summary_text(record: dict) -> str:
@@ -312,6 +398,70 @@ def table_cmd(out: str, table_no: int | None, results_dir: str, fmt: str | None)
     click.echo(f"table {number} written to {out}", err=True)
 
 
+@main.command("calibrate")
+@click.option("--dataset", type=click.Choice(["cifar10", "cifar100"]), default="cifar10", show_default=True)
+@click.option("--model", default=None, help="As for `run` (default: the dataset's shipped standard ResNet-20).")
+@click.option("--checkpoint", default=None)
+@click.option("--model-dir", default=None)
+@click.option("--data-dir", default=None)
+@click.option("--blur", default=None, help="Blur spec (default: the paper's blur for the classifier's recipe).")
+@click.option("--recipe", default=None, help="Training recipe of your classifier (chooses the default blur).")
+@click.option("--rule", type=click.Choice(["scale", "clean-guard"]), default=None,
+              help="scale: w = 1e-4 · S_ref / S (feature scale); clean-guard: the largest w on a log grid whose "
+                   "defended clean accuracy stays within --delta of the bare classifier's. Default: clean-guard.")
+@click.option("--n", "n_images", type=int, default=256, show_default=True, help="Clean training images in the slice.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the slice (a seeded permutation).")
+@click.option("--delta", type=float, default=5.0, show_default=True,
+              help="clean-guard: points of clean accuracy ZeroPur-C-F may lose against the bare classifier.")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", required=True, help="Calibration file to write (JSON), e.g. calibrations/mine.json.")
+@_friendly
+def calibrate_cmd(dataset: str, model: str | None, checkpoint: str | None, model_dir: str | None,
+                  data_dir: str | None, blur: str | None, recipe: str | None, rule: str | None, n_images: int,
+                  seed: int, delta: float, device: str, out: str) -> None:
+    """Fit the fine stage's ILA weight (profile calibrated) for one classifier and blur, on clean images of a
+    fixed slice of the TRAINING split (no test image, no attack). Pass the file to `run --profile calibrated
+    --calibration FILE`.
+
+    \b
+    Example:
+      zeropur-bench calibrate --model resnet20 --checkpoint mine.pt --recipe standard --out calib.json
+    """
+    import json
+
+    from .defense.calibration import DEFAULT_RULE, calibrate
+    from .evaluate import check_device
+    from .records import write_text_atomic
+
+    if model is None:
+        model, msg = default_model(dataset)
+        click.echo(msg, err=True)
+    check_device(device)
+    if not 0 <= delta < 100:
+        raise UserError(f"--delta is in points of accuracy, in [0, 100), got {delta:g}")
+    path = Path(out)
+    if path.is_dir() or out.endswith(("/", os.sep)):
+        raise UserError(f"--out '{out}' is a folder; give a file name such as {out.rstrip('/')}/calibration.json")
+    if path.exists():
+        try:
+            ok = json.loads(path.read_text()).get("format", "").startswith("zeropur-bench/calibration/")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise UserError(f"--out '{out}' exists and is not a calibration file; refusing to overwrite it")
+    blur = blur or default_blur(model, checkpoint, recipe)
+    clf, info = load_for_calibration(model, dataset, "linf", checkpoint, model_dir, device)
+    cal = calibrate(clf, dataset, blur=blur, rule=rule or DEFAULT_RULE, n=n_images, seed=seed, delta=delta / 100,
+                    data_dir=data_dir, echo=lambda m: click.echo(m, err=True))
+    d = cal.to_dict()
+    d["details"]["classifier"] = {"model": model, "file_sha256": info.checkpoint_sha256}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(d, indent=1) + "\n")
+    click.echo(f"{model}: ila_weight {cal.ila_weight:.4g} (rule {cal.rule}, blur {cal.blur or 'any'}, {cal.n} clean "
+               f"{dataset} training images, seed {cal.seed}; authors' profile: 1e-4) in {cal.details['seconds']:.0f} s")
+    click.echo(f"calibration written to {path}")
+
+
 @main.command("list")
 @_friendly
 def list_cmd() -> None:
@@ -365,8 +515,9 @@ def list_cmd() -> None:
 @click.option("--model-dir", default=None)
 @click.option("--data-dir", default=None)
 @click.option("--stages", type=click.Choice(["c", "cf"]), default="c", show_default=True)
-@click.option("--profile", type=click.Choice(["authors", "paper"]), default="authors", show_default=True)
-@click.option("--blur", default="median:3", show_default=True)
+@click.option("--profile", type=click.Choice(PROFILE_NAMES), default=DEFAULT_PROFILE, show_default=True)
+@click.option("--calibration", "calibration_file", default=None, help="As for `run` (profile calibrated).")
+@click.option("--blur", default=None, help="Default: the paper's blur for the classifier's recipe.")
 @click.option("--zp", "zp_overrides", default="", help="ZeroPur overrides, e.g. 'coarse_steps=5'.")
 @click.option("--attack", default="bpda-eot:steps=10", show_default=True,
               help="The adaptive gradient attack of the eps sweep and the convergence check.")
@@ -379,7 +530,8 @@ def list_cmd() -> None:
 @click.option("--out", default=None, help="Report path (default: results/sanity/<dataset>-<model>-<stages>.json).")
 @_friendly
 def sanity_cmd(dataset: str, model: str | None, checkpoint: str | None, model_dir: str | None, data_dir: str | None,
-               stages: str, profile: str, blur: str, zp_overrides: str, attack: str, extra: tuple[str, ...],
+               stages: str, profile: str, calibration_file: str | None, blur: str | None, zp_overrides: str,
+               attack: str, extra: tuple[str, ...],
                square_queries: int, n_ex: int, batch_size: int, seed: int, device: str, out: str | None) -> None:
     """Evaluation sanity checks (Carlini et al. 2019) against the defended model: an eps sweep that must reach
     ~0%, doubled attack steps within the CI, a gradient-free attack (Square) vs the gradient attacks (masking
@@ -395,10 +547,19 @@ def sanity_cmd(dataset: str, model: str | None, checkpoint: str | None, model_di
     if model is None:
         model, msg = default_model(dataset)
         click.echo(msg, err=True)
+    blur = blur or default_blur(model, checkpoint)
+    calibrations: dict = {}
+    if profile == "calibrated":
+        clf, _ = load_for_calibration(model, dataset, "linf", checkpoint, model_dir, device)
+        calibrations = resolve_calibrations(clf, dataset, [blur], calibration_file, data_dir,
+                                            echo=lambda m: click.echo(m, err=True))
+    elif calibration_file is not None:
+        raise UserError("--calibration is for --profile calibrated")
     config = EvalConfig(model=model, dataset=dataset, checkpoint=checkpoint, model_dir=model_dir, n_ex=n_ex,
                         batch_size=batch_size, seed=seed, device=device,
                         defenses=[DefenseSpec(profile=profile, stages=stages, blur=blur,
-                                              overrides=parse_kv(zp_overrides, "--zp"))])
+                                              overrides=parse_kv(zp_overrides, "--zp"),
+                                              calibration=calibrations.get(blur))])
     out = out or f"results/sanity/{dataset}-{Path(model).name}-{stages}.json"
     report = run_sanity(config, data_dir=data_dir, attack=parse_attack(attack),
                         extra_attacks=[parse_attack(a) for a in extra], square_queries=square_queries, out=out,

@@ -113,9 +113,14 @@ class AttackSpec:
         return self.label
 
 
+DEFENSES = ("zeropur", "blur", "none")
+
+
 @dataclass
 class DefenseSpec:
-    """A defense variant: ``zeropur`` with profile / stages / blur / overrides, or ``none``."""
+    """A defense variant: ``zeropur`` with profile / stages / blur / overrides (``calibration``: a calibration
+    dict for profile ``calibrated``; None = the shipped one), ``blur`` (the blur alone, g(x): the paper's Table 1
+    baseline) or ``none``."""
 
     name: str = "zeropur"
     profile: str = "authors"
@@ -123,31 +128,38 @@ class DefenseSpec:
     blur: str = "median:3"
     overrides: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    calibration: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
         if self.label:
             return self.label
-        if self.name == "none":
-            return "none"
+        if self.name in ("none", "blur"):
+            return self.name
         return f"zeropur-{self.stages}"
 
     def check(self) -> None:
-        if self.name not in ("zeropur", "none"):
-            raise UserError(f"unknown defense '{self.name}'; known: zeropur, none")
+        if self.name not in DEFENSES:
+            raise UserError(f"unknown defense '{self.name}'; known: {', '.join(DEFENSES)}")
         owned = sorted(set(self.overrides) & set(RUN_OWNED_DEFENSE_KEYS))
         if owned:
             raise UserError(f"ZeroPur option(s) {', '.join(owned)} are set for the whole run: use "
                             f"{', '.join(RUN_OWNED_DEFENSE_KEYS[k] for k in owned)} instead of --zp")
 
-    def build(self, classifier: nn.Module, seed: int, dtype: str = "fp32", channels_last: bool = False) -> nn.Module:
+    def build(self, classifier: nn.Module, seed: int, dtype: str = "fp32", channels_last: bool = False,
+              coarse_cache: Any = None) -> nn.Module:
         self.check()
         if self.name == "none":
             return classifier
+        if self.name == "blur":
+            from .defense import BlurOnly
+
+            return BlurOnly(classifier, self.blur)
         from .defense import ZeroPur
 
         return ZeroPur(classifier, profile=self.profile, stages=self.stages, blur=self.blur, seed=seed,
-                       dtype=dtype, channels_last=channels_last, **self.overrides)
+                       dtype=dtype, channels_last=channels_last, calibration=self.calibration,
+                       coarse_cache=coarse_cache, **self.overrides)
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -373,7 +385,13 @@ class Evaluator:
         c = self.config
         self.load()
         x_all = self._data[0]
-        self.defenses = {d.key: d.build(self._classifier, c.seed, c.dtype, c.channels_last) for d in c.defenses}
+        # Transfer: every variant purifies the same inputs, so variants with the same coarse stage (C and C-F,
+        # authors and calibrated) share it exactly (defense.CoarseCache).
+        from .defense import CoarseCache
+
+        self.coarse_cache = CoarseCache() if c.setting == "transfer" else None
+        self.defenses = {d.key: d.build(self._classifier, c.seed, c.dtype, c.channels_last, self.coarse_cache)
+                         for d in c.defenses}
         probe_x = x_all[: min(4, len(x_all))].to(c.device)
         with _autocast(c.device, c.dtype):  # two passes, bit-identical outputs => deterministic
             self.deterministic = {k: probe_deterministic(d, probe_x) for k, d in self.defenses.items()}
@@ -441,14 +459,16 @@ class Evaluator:
             return pred.to(yb.device) == yb
 
         res["variants"] = {}
-        for k in defenses:
-            counter = PassCounter()
-            with counter.attach(clf):
-                dclean = judge(k, xb)
-            res["variants"][k] = {"defended_clean_correct": dclean.tolist(),
-                                  "forward_passes_per_prediction": counter.forward / max(1, len(xb)),
-                                  "adv_correct": {}, "adv_final_correct": {}, "first_broken_step": {},
-                                  "final_counts": {}}
+        bypass = self.coarse_cache.bypass() if self.coarse_cache is not None else contextlib.nullcontext()
+        with bypass:  # every variant's own passes are counted here, so none reuses another's coarse stage
+            for k in defenses:
+                counter = PassCounter()
+                with counter.attach(clf):
+                    dclean = judge(k, xb)
+                res["variants"][k] = {"defended_clean_correct": dclean.tolist(),
+                                      "forward_passes_per_prediction": counter.forward / max(1, len(xb)),
+                                      "adv_correct": {}, "adv_final_correct": {}, "first_broken_step": {},
+                                      "final_counts": {}}
         res["bare_adv_correct"] = {}
         for i, spec in enumerate(c.attacks):
             key = self.attack_keys[i]
@@ -652,7 +672,9 @@ class Evaluator:
                     examples["first_broken_step"][a] = first
                     summary["curves"][a] = step_curves(dclean, first, sum_at("robust"), sum_at("adv"))
             passes = sum(vb(b)["forward_passes_per_prediction"] * len(b["index"]) for b in batches) / max(1, len(index))
+            cal = getattr(self.defenses[k], "calibration", None)
             variants[k] = {"defense": {**asdict(d), "key": k, "resolved": _jsonable(self._defense_config(k)),
+                                       "calibration": _jsonable(cal.to_dict()) if cal is not None else None,
                                        "deterministic": self.deterministic[k],
                                        "forward_passes_per_prediction": passes},
                            "summary": summary, "examples": examples}

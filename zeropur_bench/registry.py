@@ -47,6 +47,9 @@ class Entry:
     url: str | None = None
     notes: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Fitted ILA weights of profile 'calibrated' (defense/calibration.py), one per rule and blur, each a
+    # Calibration dict with the weights' sha256 (weights_sha256) by which ZeroPur finds it.
+    calibrations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +75,20 @@ def get(name: str) -> Entry | None:
 def by_sha256(sha: str | None) -> Entry | None:
     """The registered classifier with this file hash (how a path given by hand is recognised)."""
     return next((e for e in _load().values() if sha and e.sha256 == sha), None)
+
+
+def calibrations_by_weights(weights_sha: str) -> list[dict[str, Any]]:
+    """Every shipped calibration dict of the classifier whose weights have this sha256 (``weights_sha256``), each
+    with ``source`` set to ``registry:<entry name>``."""
+    return [{**c, "source": f"registry:{e.name}"} for e in _load().values() for c in e.calibrations
+            if c.get("weights_sha256") == weights_sha]
+
+
+def calibration_for(weights_sha: str, blur: str, rule: str) -> dict[str, Any] | None:
+    """The shipped calibration dict for these weights, this blur and ``rule``; one fitted without a blur
+    (``blur`` None: the scale rule) serves every blur. None if there is none."""
+    cands = [c for c in calibrations_by_weights(weights_sha) if c.get("rule") == rule and c.get("blur") in (None, blur)]
+    return next((c for c in cands if c.get("blur") == blur), cands[0] if cands else None)
 
 
 def shared_dir() -> Path:

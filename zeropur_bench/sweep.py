@@ -26,9 +26,10 @@ import click
 from .errors import UserError, friendly as _friendly
 
 # run's options that a sweep does not take (it writes several records into --out-dir; the defense is ZeroPur).
-NOT_BORROWED = ("out", "shard", "merge_only", "defense")
+NOT_BORROWED = ("out", "shard", "merge_only", "defenses")
 # run's options this command understands; any other option borrowed from run must be left at its default.
-HANDLED = ("dataset", "threat", "model", "checkpoint", "model_dir", "data_dir", "stages", "profile", "blur",
+HANDLED = ("dataset", "threat", "model", "checkpoint", "model_dir", "data_dir", "stages", "profiles",
+           "calibration_file", "blur",
            "zp_overrides", "attacks", "setting", "eps", "n_ex", "batch_size", "device", "dtype", "channels_last",
            "seed", "data_seed", "estimator", "estimator_n", "recipe", "no_progress")
 
@@ -70,7 +71,7 @@ def _check_param(param: str, profile: str, stages: Sequence[str], overrides: dic
 def sweep_configs(base: dict, *, param: str, values: Sequence[tuple[str, Any]], param2: str | None = None,
                   values2: Sequence[tuple[str, Any]] | None = None, stages: Sequence[str] = ("cf",),
                   blurs: Sequence[str] = ("median:3",), profile: str = "authors",
-                  overrides: dict | None = None) -> list:
+                  overrides: dict | None = None, calibrations: dict | None = None) -> list:
     """The sweep's :class:`EvalConfig` s: one (transfer) holding a variant per value, or one per value (adaptive).
     ``base``: the EvalConfig keyword arguments other than ``defenses``."""
     from .evaluate import DefenseSpec, EvalConfig
@@ -96,7 +97,8 @@ def sweep_configs(base: dict, *, param: str, values: Sequence[tuple[str, Any]], 
                 name = f"zeropur-{s}" if len(blurs) == 1 else f"zeropur-{s}-{b}"
                 label = f"{name}[{','.join(f'{p}={t}' for p, t, _ in cell)}]"
                 out.append(DefenseSpec(profile=profile, stages=s, blur=b, label=label,
-                                       overrides={**overrides, **{p: v for p, _, v in cell}}))
+                                       overrides={**overrides, **{p: v for p, _, v in cell}},
+                                       calibration=(calibrations or {}).get(b) if profile == "calibrated" else None))
         return out
 
     if base.get("setting", "transfer") == "transfer":
@@ -228,7 +230,8 @@ def sweep_cmd(param: str, values: str, param2: str | None, values2: str | None, 
     """
     from . import distributed, registry
     from .archs import ARCHS
-    from .cli import default_model, parse_attack, parse_kv, parse_number, summary_text
+    from .cli import (DEFAULT_PROFILE, default_blur, default_model, load_for_calibration, parse_attack, parse_kv,
+                      parse_number, resolve_calibrations, summary_text)
     from .defense.blur import make_blur
     from .evaluate import AttackSpec
 
@@ -248,7 +251,16 @@ def sweep_cmd(param: str, values: str, param2: str | None, values2: str | None, 
         n_ex = 100 if arch in ARCHS and arch.startswith("resnet") and arch != "resnet18" else 10
     attack_specs = [parse_attack(a) for a in g("attacks", ())] or [
         AttackSpec("pgd"), AttackSpec("autoattack", {"version": "rand"})]
-    blurs = list(dict.fromkeys(g("blur", ()))) or ["median:3"]
+    profiles = list(dict.fromkeys(g("profiles", ()))) or [DEFAULT_PROFILE]
+    if len(profiles) > 1:
+        raise UserError("a sweep takes one --profile (its variants differ by the swept setting)")
+    blurs = list(dict.fromkeys(g("blur", ()))) or [default_blur(model, g("checkpoint"), g("recipe"))]
+    calibrations: dict = {}
+    if profiles[0] == "calibrated":
+        clf, _ = load_for_calibration(model, dataset, g("threat", "linf"), g("checkpoint"), g("model_dir"),
+                                      g("device", "cpu"))
+        calibrations = resolve_calibrations(clf, dataset, blurs, g("calibration_file"), g("data_dir"),
+                                            echo=lambda m: click.echo(m, err=True))
     for b in blurs:
         make_blur(b)
     eps = g("eps")
@@ -260,8 +272,8 @@ def sweep_cmd(param: str, values: str, param2: str | None, values2: str | None, 
                 dtype=g("dtype", "fp32"), channels_last=bool(g("channels_last", False)), recipe=g("recipe"))
     configs = sweep_configs(base, param=param, values=parse_values(values, "--values"), param2=param2,
                             values2=parse_values(values2, "--values2") if values2 else None,
-                            stages=list(g("stages", ())) or ["cf"], blurs=blurs, profile=g("profile", "authors"),
-                            overrides=parse_kv(g("zp_overrides", ""), "--zp"))
+                            stages=list(g("stages", ())) or ["cf"], blurs=blurs, profile=profiles[0],
+                            overrides=parse_kv(g("zp_overrides", ""), "--zp"), calibrations=calibrations)
     done = run_sweep(configs, out_dir, data_dir=g("data_dir"), progress=not g("no_progress", False),
                      echo=lambda s: click.echo(s, err=True))
     if len(done) == 1:

@@ -405,6 +405,8 @@ def _config_matches(spec: TableSpec, config: dict) -> bool:
         eps = float(config.get("eps"))
     except (TypeError, ValueError):
         return False
+    if config.get("split", "test") != "test":
+        return False  # e.g. the calibration study's training-slice records: the paper's tables are test images
     return ((spec.dataset is None or config.get("dataset") == spec.dataset)
             and config.get("threat") == spec.threat and abs(eps - spec.eps) < _EPS_TOL
             and config.get("setting") == spec.setting)

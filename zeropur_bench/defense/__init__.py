@@ -1,7 +1,9 @@
-"""ZeroPur purification defense: blur operators, layer hooks, the purifier module."""
+"""ZeroPur purification defense: blur operators, layer hooks, the purifier module, its calibration."""
 from .blur import BLURS, make_blur
+from .calibration import Calibration, calibrate, load_calibration
 from .layers import FeatureTap, LayerSpec, detect_layers
-from .zeropur import GRAD_MODES, PROFILES, ZeroPur, load_defended_model
+from .blur_only import BlurOnly
+from .zeropur import GRAD_MODES, PROFILES, CoarseCache, ZeroPur, load_defended_model
 
 __all__ = ["ZeroPur", "PROFILES", "GRAD_MODES", "make_blur", "BLURS", "detect_layers", "FeatureTap", "LayerSpec",
-           "load_defended_model"]
+           "load_defended_model", "Calibration", "calibrate", "load_calibration", "CoarseCache", "BlurOnly"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -31,7 +32,7 @@ from ..errors import UserError
 from .blur import Blur, make_blur
 from .layers import FeatureTap, LayerSpec, detect_layers
 
-__all__ = ["ZeroPur", "PROFILES", "GRAD_MODES", "load_defended_model"]
+__all__ = ["ZeroPur", "PROFILES", "GRAD_MODES", "CoarseCache", "load_defended_model"]
 
 GRAD_MODES = ("bpda", "full", "none")
 SURROGATES = ("sign", "normalized")
@@ -56,7 +57,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "lpips_weight": 0.0, "lpips_layers": "all",
     },
 }
-_OPTIONS = sorted(set(PROFILES["authors"]) | {"embedding", "surrogate", "dtype", "channels_last"})
+# The authors' profile with the ILA weight fitted to the classifier's feature scale on clean training images
+# (defense/calibration.py): None here means "from the calibration", never a silent 1e-4.
+PROFILES["calibrated"] = {**PROFILES["authors"], "ila_weight": None}
+ILA_NORMS = ("none", "feature")
+_OPTIONS = sorted(set(PROFILES["authors"]) | {"embedding", "surrogate", "dtype", "channels_last", "ila_norm"})
 
 _GOLDEN = 0x9E3779B97F4A7C15
 
@@ -164,19 +169,27 @@ class ZeroPur(nn.Module):
 
     Args:
         classifier: the model; kept in eval mode, its parameters are never given gradients.
-        profile: ``'authors'`` (default) or ``'paper'``; see ``PROFILES``.
+        profile: ``'authors'`` (default), ``'paper'`` or ``'calibrated'`` (the authors' settings with the ILA
+            weight fitted to this classifier's feature scale on clean training images; see
+            :mod:`zeropur_bench.defense.calibration`); see ``PROFILES``.
         stages: ``'c'`` (coarse shifting only) or ``'cf'`` (coarse shifting + fine alignment).
         blur: blur spec (``'median:3'``, ``'gaussian:1.2'``, ``'tv:0.05'``) or callable; see ``make_blur``.
         layers: stage module names (forward order) to use instead of auto-detection.
         grad_mode: ``'bpda'``, ``'full'`` or ``'none'``.
         seed: seed of the random start (per image, from (seed, image index)).
+        calibration: for ``profile='calibrated'``: a :class:`~zeropur_bench.defense.calibration.Calibration`,
+            its dict, or a calibration file. None: the shipped calibration found by the sha256 of the
+            classifier's weights (any other module must pass one; the weight never falls back to 1e-4).
+        coarse_cache: a :class:`CoarseCache` shared by variants whose coarse stage is the same (exact reuse).
         **overrides: any key of ``PROFILES[profile]`` plus ``embedding`` (module whose input is f),
-            ``surrogate`` ('sign' | 'normalized'), ``dtype`` ('fp32' | 'bf16' autocast), ``channels_last``.
+            ``surrogate`` ('sign' | 'normalized'), ``dtype`` ('fp32' | 'bf16' autocast), ``channels_last``,
+            ``ila_norm`` ('none' | 'feature': each layer's ILA term ÷ ‖f_l(x_adv)‖², scale-free).
     """
 
     def __init__(self, classifier: nn.Module, profile: str = "authors", stages: str = "cf",
                  blur: str | Callable[[torch.Tensor], torch.Tensor] = "median:3",
                  layers: Sequence[str] | None = None, grad_mode: str = "bpda", seed: int = 0,
+                 calibration: Any = None, coarse_cache: "CoarseCache | None" = None,
                  **overrides: Any) -> None:
         super().__init__()
         if not isinstance(classifier, nn.Module):
@@ -196,6 +209,19 @@ class ZeroPur(nn.Module):
         self.seed = int(seed)
         opts = dict(PROFILES[profile])
         opts.update({k: v for k, v in overrides.items() if k in PROFILES[profile]})
+        self.calibration = None
+        if profile == "calibrated":
+            if "ila_weight" in overrides:
+                raise UserError("profile 'calibrated' fits ila_weight itself; to set it by hand use "
+                                f"profile='authors', ila_weight={overrides['ila_weight']!r}")
+            self.calibration = _resolve_calibration(calibration, classifier, self.blur.spec)
+            opts["ila_weight"] = self.calibration.ila_weight
+        elif calibration is not None:
+            raise UserError(f"calibration= is for profile='calibrated' (this defense uses profile={profile!r})")
+        self.ila_norm = str(overrides.get("ila_norm", "none"))
+        if self.ila_norm not in ILA_NORMS:
+            raise UserError(f"ila_norm must be one of {ILA_NORMS}, got {self.ila_norm!r}")
+        self.coarse_cache = coarse_cache
         self.surrogate = overrides.get("surrogate", "sign")
         if self.surrogate not in SURROGATES:
             raise UserError(f"surrogate must be one of {SURROGATES}, got {self.surrogate!r}")
@@ -267,7 +293,13 @@ class ZeroPur(nn.Module):
 
     def config(self) -> dict[str, Any]:
         """Every hyperparameter actually used (JSON-able); records store it."""
+        extra: dict[str, Any] = {}
+        if self.calibration is not None:  # resolved weight and its source: part of the comparison key
+            extra["calibration"] = self.calibration.short()
+        if self.ila_norm != "none":
+            extra["ila_norm"] = self.ila_norm
         return {
+            **extra,
             "method": "zeropur", "profile": self.profile, "stages": self.stages, "blur": self.blur.spec,
             "grad_mode": self.grad_mode, "surrogate": self.surrogate, "seed": self.seed, "dtype": self.dtype,
             "channels_last": self.channels_last,
@@ -354,6 +386,19 @@ class ZeroPur(nn.Module):
         # (targets built from x stay constants for the inner step but remain differentiable for the outer one).
         return x.view_as(x) if graph else x.detach().requires_grad_(True)
 
+    def _ila_reference(self) -> list[float]:
+        from .calibration import REFERENCE
+
+        if len(REFERENCE["layers"]) == len(self.fine_layers):
+            return list(REFERENCE["layers"])
+        return [REFERENCE["scale"] / len(self.fine_layers)] * len(self.fine_layers)
+
+    def _coarse_key(self) -> tuple:
+        """What the coarse stage's result depends on, besides the input and its indices."""
+        return (id(self.classifier), self.blur.spec, self.coarse_steps, self.coarse_eps, self.coarse_step,
+                self.momentum, self.random_start, self.blur_target_detached, self.seed, self.dtype,
+                self.channels_last, self.surrogate, self.layer_spec)
+
     # ------------------------------------------------------------------ objectives (functions of x)
     def stage_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Outputs f_l(x) of every hooked stage, plus ``'embedding'`` = f(x) (differentiable if x requires grad)."""
@@ -374,6 +419,10 @@ class ZeroPur(nn.Module):
              ref: dict[str, torch.Tensor], reduce: str) -> torch.Tensor:
         terms = [((_up(feats[l]) - _up(base[l])).flatten(1) * (_up(ref[l]) - _up(base[l])).flatten(1)).sum(1)
                  for l in self.fine_layers]
+        if self.ila_norm == "feature":  # scale-free: per image and layer, ÷ ‖f_l(x_adv)‖² × the reference scale
+            refs = self._ila_reference()
+            terms = [t * r / _up(base[l]).flatten(1).pow(2).sum(1).clamp_min(1e-12)
+                     for t, r, l in zip(terms, refs, self.fine_layers)]
         total = torch.stack(terms, 0).sum(0)
         return total / len(terms) if reduce == "mean" else total
 
@@ -484,7 +533,12 @@ class ZeroPur(nn.Module):
             return {"coarse": x.clone(), "purified": x.clone()}
         with self._session(x) as x_in:
             graph = graph and x_in.requires_grad
-            coarse = self._coarse(x_in, indices, graph)
+            cache = self.coarse_cache if (self.coarse_cache is not None and not graph) else None
+            coarse = cache.get(self._coarse_key(), x_in, indices) if cache is not None else None
+            if coarse is None:
+                coarse = self._coarse(x_in, indices, graph)
+                if cache is not None:
+                    cache.put(self._coarse_key(), x_in, indices, coarse)
             out = {"coarse": coarse}
             out["purified"] = self._fine(x_in, coarse, graph) if self.stages == "cf" else coarse
         return out
@@ -504,6 +558,16 @@ class ZeroPur(nn.Module):
         """{'coarse': x' , 'purified': final} from one run (the coarse result is computed anyway for 'cf')."""
         return {k: v.detach() for k, v in self._purify(x, indices, False).items()}
 
+    def align(self, x: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        """Fine alignment alone (Alg. 2) from ``x`` with a given coarse result x' (e.g. from
+        :meth:`purify_stages`), so several fine settings can share one coarse stage. No gradient."""
+        self._check_input(x)
+        self._check_input(coarse)
+        if coarse.shape != x.shape:
+            raise UserError(f"coarse must have the shape of x {tuple(x.shape)}, got {tuple(coarse.shape)}")
+        with self._session(x) as x_in:
+            return self._fine(x_in, coarse.to(x_in.device), False).detach()
+
     def forward(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         """``classifier(purify(x))`` with the gradient mode ``self.grad_mode`` applied."""
         wants_grad = torch.is_grad_enabled() and x.requires_grad
@@ -515,6 +579,79 @@ class ZeroPur(nn.Module):
         with torch.no_grad():
             logits = self.classifier(purified)
         return _RaiseOnBackward.apply(x, logits) if wants_grad else logits
+
+
+class CoarseCache:
+    """Exact memo of coarse-stage results shared by defense variants that differ only after it (``authors`` and
+    ``calibrated`` C-F, and C): an entry is reused only for a bit-identical input, the same indices and the same
+    coarse settings, so results are unchanged. Holds the last ``size`` entries."""
+
+    def __init__(self, size: int = 6) -> None:
+        self.size = size
+        self._entries: list[tuple[tuple, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.hits = 0
+        self._bypass = 0
+
+    @contextlib.contextmanager
+    def bypass(self) -> Iterator[None]:
+        """Compute every coarse stage inside the block (e.g. while classifier passes per prediction are counted)."""
+        self._bypass += 1
+        try:
+            yield
+        finally:
+            self._bypass -= 1
+
+    def get(self, key: tuple, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor | None:
+        if self._bypass:
+            return None
+        for k, xe, ie, out in self._entries:
+            if k == key and xe.shape == x.shape and xe.device == x.device and torch.equal(ie, indices) \
+                    and torch.equal(xe, x):
+                self.hits += 1
+                return out
+        return None
+
+    def put(self, key: tuple, x: torch.Tensor, indices: torch.Tensor, out: torch.Tensor) -> None:
+        if self._bypass:
+            return
+        self._entries.append((key, x.detach().clone(), indices.clone(), out.detach()))
+        del self._entries[:-self.size]
+
+
+def _resolve_calibration(calibration: Any, classifier: nn.Module, blur: str):
+    """The :class:`Calibration` of profile 'calibrated': the one given (object, dict or JSON file), checked against
+    the classifier's weights and the blur; else the shipped one found by the weights' sha256."""
+    from .. import registry
+    from .calibration import DEFAULT_RULE, Calibration, load_calibration, weights_sha256
+
+    sha = weights_sha256(classifier)
+    if calibration is None:
+        found = registry.calibration_for(sha, blur, DEFAULT_RULE)
+        if found is not None:
+            return Calibration.from_dict(found)
+        shipped = registry.calibrations_by_weights(sha)
+        hint = (f"; shipped calibrations of this classifier are for blur "
+                f"{', '.join(sorted({str(c.get('blur')) for c in shipped}))}" if shipped else "")
+        raise UserError("profile 'calibrated' needs a calibration for this classifier and blur "
+                        f"{blur}{hint}: pass calibration=zeropur_bench.calibrate(classifier, dataset, blur=...) "
+                        "(or a file from `zeropur-bench calibrate`)")
+    if isinstance(calibration, Calibration):
+        cal = calibration
+    elif isinstance(calibration, dict):
+        cal = Calibration.from_dict(calibration, source=calibration.get("source") or "given")
+    elif isinstance(calibration, (str, os.PathLike)):
+        cal = load_calibration(calibration)
+    else:
+        raise UserError(f"calibration must be a Calibration, a dict or a calibration file path, got "
+                        f"{type(calibration).__name__}")
+    if cal.weights_sha256 != sha:
+        raise UserError(f"this calibration was fitted for another classifier (weights sha256 "
+                        f"{cal.weights_sha256[:12]}…, this one {sha[:12]}…); calibrate this classifier with "
+                        "`zeropur-bench calibrate`")
+    if cal.blur is not None and cal.blur != blur:
+        raise UserError(f"this calibration was fitted with blur {cal.blur}, but the defense uses {blur}; "
+                        f"calibrate with --blur {blur}")
+    return cal
 
 
 def load_defended_model(model_name: str, dataset: str = "cifar10", threat_model: str = "Linf",
