@@ -3,6 +3,7 @@
 # `run` resumes from its <record>.partial/ folder; a finished step is skipped when its output exists.
 # Run from the repository root with the data decoded (ZEROPUR_BENCH_DATA or ./data):
 #     bash benchmarks/make_results.sh [STEP ...]        # steps: tour cifar100 bpda-tour baselines sanity figures table2 hill da
+#                                                           calibration profiles adaptive50
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZB="zeropur-bench"
@@ -46,6 +47,23 @@ for step in "${steps[@]}"; do
         blur=gaussian:1.2; [ $recipe = vanilla ] && blur=median:3
         $ZB run --dataset cifar10 --threat linf --model resnet20-cifar10-$recipe --blur $blur --n-ex "${N:-1000}" \
             --no-progress --out results/
+      done ;;
+    calibration) # issue 20: both calibration rules per shipped classifier (training slices only) and the rule study
+      python benchmarks/calibration_study.py --out results/calibration
+      python benchmarks/calibration_study.py --out results/calibration --summary ;;
+    profiles)   # issue 20: Tables 2 and 4 on the paper's grid under the three profiles, one adversarial set per
+                # classifier: the blur alone, C and C-F (authors, paper), C-F (calibrated); the paper's blur per recipe
+      for ds in ${DATASETS:-cifar10 cifar100}; do for recipe in vanilla standard strong; do
+        blur=gaussian:1.2; [ $recipe = vanilla ] && blur=median:3
+        $ZB run --dataset $ds --threat linf --model resnet20-$ds-$recipe --blur $blur --defense blur \
+            --defense zeropur --profile authors --profile paper --profile calibrated --attack pgd \
+            --attack autoattack:version=rand --n-ex "${N:-1000}" --no-progress --out results/
+      done; done ;;
+    adaptive50) # issue 20: Hill et al.'s BPDA+EOT (50 steps, any-step) against calibrated C-F, CIFAR-10, n=100
+      for recipe in vanilla standard strong; do
+        blur=gaussian:1.2; [ $recipe = vanilla ] && blur=median:3
+        $ZB run --dataset cifar10 --threat linf --model resnet20-cifar10-$recipe --blur $blur --profile calibrated \
+            --stages cf --setting adaptive --attack bpda-eot --n-ex "${N_ADAPTIVE:-100}" --no-progress --out results/
       done ;;
     hill)       # Hill et al.'s full BPDA+EOT protocol (50 steps, EOT 15 / 150 verifications, random start) vs C
       $ZB run $R20 --n-ex 200 --batch-size 50 --setting adaptive --attack bpda-eot --stages c \

@@ -49,6 +49,20 @@ def mcnemar_one_sided(base_correct: Sequence[bool] | np.ndarray | torch.Tensor,
     return float(binomtest(b, b + c, 0.5, alternative="greater").pvalue)
 
 
+def mcnemar_two_sided(a_correct: Sequence[bool] | np.ndarray | torch.Tensor,
+                      b_correct: Sequence[bool] | np.ndarray | torch.Tensor) -> tuple[float, int, int]:
+    """Exact two-sided McNemar test on paired per-example correctness: (p, b, c) with b = a right & b wrong,
+    c = a wrong & b right; p = two-sided binomial test of b out of b + c at 1/2 (1 with no discordant pair)."""
+    a, bb = _as_bool(a_correct), _as_bool(b_correct)
+    if a.shape != bb.shape:
+        raise UserError(f"paired vectors differ in length: {a.size} vs {bb.size}")
+    b = int(np.sum(a & ~bb))
+    c = int(np.sum(~a & bb))
+    if b + c == 0:
+        return 1.0, 0, 0
+    return float(binomtest(b, b + c, 0.5, alternative="two-sided").pvalue), b, c
+
+
 def holm(pvals: Sequence[float], alpha: float = 0.05) -> list[bool]:
     """Holm–Bonferroni step-down: which hypotheses are rejected at family-wise level ``alpha`` (input order)."""
     p = np.asarray(list(pvals), dtype=float)

@@ -70,6 +70,7 @@ _EPS_TOL = 1e-6
 FILL_N_EX = 1000  # examples in the commands that fill a paper row (the paper: the full 10,000)
 
 CLEAN_COL = "Clean (defended)"
+_NOT_ZEROPUR = ("none", "blur")  # defense names that stand beside no ZeroPur row of the paper
 ADAPTIVE_COL = "BPDA+EOT any-step (adaptive, robust)"
 
 
@@ -231,7 +232,36 @@ def render_table(table: int, records: list[dict], fmt: str = "markdown",
     rows = sorted(measured + missing, key=lambda r: r.order)
     if fmt == "csv":
         return _render_csv(spec, ref, rows)
-    return _render_doc(spec, ref, rows, fmt)
+    doc = _render_doc(spec, ref, rows, fmt)
+    return doc + _paired_section(spec, records) if fmt == "markdown" else doc
+
+
+def _paired_section(spec: TableSpec, records: list[dict]) -> str:
+    """Markdown: exact two-sided McNemar p-values of C-F vs C and of calibrated vs authors (``paired.compare``)
+    for every record of this table that holds such variants."""
+    from .paired import compare, fmt_cell
+
+    keys = [m.key for m in spec.metrics if m.kind == "attack" and m.key]
+    if not keys or spec.number == 6:
+        return ""
+    rows = []
+    for rec in records:
+        config = rec.get("config") or {}
+        if not _config_matches(spec, config):
+            continue
+        for c in compare(rec, keys):
+            row = {"Classifier": config.get("model"), "Comparison": c["comparison"], "Blur": c["blur"], "n": c["n"]}
+            for m in spec.metrics:
+                if m.kind == "attack":
+                    row[f"{m.name} paper protocol Δ (p)"] = fmt_cell(c["cells"].get((m.key, "adv")))
+                    row[f"{m.name} robust Δ (p)"] = fmt_cell(c["cells"].get((m.key, "robust")))
+            rows.append(row)
+    if not rows:
+        return ""
+    return ("\n### Paired comparisons (same examples, same adversarial set)\n\n"
+            + pd.DataFrame(rows).to_markdown(index=False)
+            + "\n\nΔ: points, first variant minus second; p: exact two-sided McNemar test on the per-example "
+              "vectors of the record.\n")
 
 
 # ---------------------------------------------------------------------------------------------- reference rows
@@ -347,7 +377,7 @@ def _match_paper(spec: TableSpec, prows: list[_PaperRow], defense: dict, arch_ke
                  dataset: str) -> tuple[_PaperRow | None, bool]:
     """(the paper's ZeroPur row a measured variant stands beside, whether the architecture is the paper's):
     same recipe and stages; the same architecture group when the paper has it, else the paper's first group."""
-    if defense.get("name") == "none":
+    if defense.get("name") in _NOT_ZEROPUR:
         return None, False
     if spec.number == 5:  # the paper's one ImageNet ZeroPur row (recipe and stages not stated)
         cands = list(prows)
@@ -463,18 +493,24 @@ def _variants(record: dict) -> list[tuple[str, dict, dict]]:
     out = []
     for name, v in variants.items():
         d = dict(v.get("defense") or {})
-        if not d.get("stages") and d.get("name", "zeropur") != "none":
+        if d.get("name") == "blur":
+            d.pop("stages", None)  # a DefenseSpec default, meaningless for the blur alone
+        elif not d.get("stages") and d.get("name", "zeropur") != "none":
             m = re.search(r"-(cf|c)$", name)
             if m:
                 d["stages"] = m.group(1)
         out.append((name, d, v.get("summary") or {}))
-    order = {"none": 0, "c": 1, "cf": 2}
-    return sorted(out, key=lambda t: 0 if t[1].get("name") == "none" else order.get(t[1].get("stages", ""), 3))
+    order = {"none": 0, "c": 2, "cf": 3}
+    profiles = {"authors": 0, "calibrated": 1, "paper": 2}
+    return sorted(out, key=lambda t: (0, 0) if t[1].get("name") == "none" else (1, 0) if t[1].get("name") == "blur"
+                  else (order.get(t[1].get("stages", ""), 4), profiles.get(str(t[1].get("profile")), 3)))
 
 
 def _variant_label(name: str, d: dict) -> str:
     if d.get("name") == "none" or name == "none":
         return "No defense"
+    if d.get("name") == "blur":
+        return f"Blur only (g(x), {d.get('blur')})"
     stages = {"c": "ZeroPur-C", "cf": "ZeroPur-C-F"}.get(str(d.get("stages")), f"ZeroPur ({name})")
     extra = [f"{k} {d[k]}" for k in ("profile", "blur") if d.get(k)]
     extra += [f"{k}={_fmt_value(v)}" for k, v in sorted((d.get("overrides") or {}).items())]
@@ -522,7 +558,7 @@ def _same_value(a: Any, b: Any) -> bool:
 def _same_defense(a: dict, b: dict) -> bool:
     """The same ZeroPur: profile, stages, blur and every step / eps setting of the resolved configs (dtype,
     channels_last, seed, gradient mode ignored). Without resolved configs: profile, stages, blur, overrides."""
-    if a.get("name") == "none" or b.get("name") == "none":
+    if a.get("name") in _NOT_ZEROPUR or b.get("name") in _NOT_ZEROPUR:
         return False
     ra, rb = a.get("resolved"), b.get("resolved")
     if isinstance(ra, dict) and isinstance(rb, dict):
@@ -673,6 +709,8 @@ def _run_command(dataset: str, threat: str, model: str, checkpoint: str | None, 
         parts.append(f"--eps {eps:g}")
     if defense.get("name") == "none":
         parts.append("--defense none")
+    elif defense.get("name") == "blur":
+        parts += ["--defense blur", f"--blur {defense.get('blur')}"]
     else:
         for opt in ("stages", "profile", "blur"):
             if defense.get(opt):
@@ -774,13 +812,13 @@ def _measured_row(spec: TableSpec, rec: dict, config: dict, entries: list[_Attac
                          tuple(fills), "; ".join(near)))
     record = path or MISSING
     if spec.adaptive_column:
-        found = _adaptive_bpda(rec, d, records) if d.get("name") != "none" else None
+        found = _adaptive_bpda(rec, d, records) if d.get("name") not in _NOT_ZEROPUR else None
         if found:
             cells[ADAPTIVE_COL] = found[0]
             record = f"{path} (BPDA+EOT: {found[1]})"
         else:
             cells[ADAPTIVE_COL] = MISSING
-            if d.get("name") != "none":
+            if d.get("name") not in _NOT_ZEROPUR:
                 commands.append((_run_command(config.get("dataset", spec.default_dataset), spec.threat, model, ckpt,
                                               d, "adaptive", ["bpda-eot"], eps, config.get("n_ex"), cmd_recipe),
                                  (ADAPTIVE_COL,), "makes the adaptive record (same classifier, same ZeroPur "
@@ -789,7 +827,7 @@ def _measured_row(spec: TableSpec, rec: dict, config: dict, entries: list[_Attac
     return _Row(section="measured", method=method, paper_row=paper_label, architecture=label,
                 recipe=recipe or "not recorded", n=str(summ.get("n", config.get("n_ex", ""))), cells=cells,
                 record=record, order=order, dataset=dataset, arch_key=arch_key, recipe_key=_recipe_key(recipe),
-                stages=str(d.get("stages", "")) if d.get("name") != "none" else "",
+                stages=str(d.get("stages", "")) if d.get("name") not in _NOT_ZEROPUR else "",
                 defense=str(d.get("name", "zeropur")), commands=commands)
 
 
@@ -823,9 +861,9 @@ def _missing_rows(spec: TableSpec, prows: list[_PaperRow], measured: list[_Row])
     out = []
     for p in prows:
         if spec.number == 5:  # the paper's one ImageNet classifier: any ZeroPur row measured here stands for it
-            filled = [m for m in measured if m.defense != "none"]
+            filled = [m for m in measured if m.defense not in _NOT_ZEROPUR]
         else:
-            filled = [m for m in measured if m.defense != "none" and m.arch_key == p.arch_key
+            filled = [m for m in measured if m.defense not in _NOT_ZEROPUR and m.arch_key == p.arch_key
                       and m.stages == p.stages and m.recipe_key == p.recipe
                       and (spec.dataset is not None or m.dataset == spec.default_dataset)]
         if filled:

@@ -14,9 +14,11 @@ training split only** (never test images, never an attack):
   as w grows (ILA pushes a clean image along the coarse stage's direction, paper A.4), so the grid is searched
   by bisection; every weight it evaluated is recorded (``details.curve``). It depends on the blur.
 
-A third candidate needs no fitting: ``scale-free`` normalises each layer's ILA term per image by ‖f_l(x_adv)‖²
-(times the reference layer scale), which cancels any feature scale by construction (ZeroPur option
-``ila_norm='feature'``).
+A third candidate needs no fitting: each layer's ILA term divided per image by ‖f_l(x_adv)‖² (times the
+reference layer scale), which cancels any feature scale by construction (ZeroPur option ``ila_norm='feature'``,
+kept so that benchmarks/calibration_study.py can be rerun). Measured beside the two rules it lost to both:
+adversarial inputs have larger features than clean ones, so it shrinks the ILA weight below the authors' and C-F
+collapses (results/calibration/). No profile uses it.
 
 A :class:`Calibration` records the rule, the ILA weight, the split, the slice (n, seed), the grid and the curve,
 and where it came from (``source``); ZeroPur's ``config()`` carries the short form, so the resolved weight and
@@ -53,7 +55,7 @@ GUARD_GRID = tuple(AUTHORS_WEIGHT * 2 ** (k / 2) for k in range(-8, 9))
 
 # S_ref: the public CIFAR-10 ResNet-20 (resnet20-cifar10-public), mean over the default calibration slice
 # (cifar10 train, n=256, seed 0) of Σ_l ‖f_l(x)‖² over the authors' fine layers (outputs of layer2 and layer3),
-# fp32. `layers` holds the per-layer means (what ila_norm='feature' uses). Re-measured by
+# fp32, with the per-layer means (what ila_norm='feature' uses). Re-measured by
 # tests/test_calibration.py::test_reference_scale_is_the_public_models.
 REFERENCE: dict[str, Any] = {
     "classifier": "resnet20-cifar10-public",
@@ -117,7 +119,7 @@ class Calibration:
         w = d["ila_weight"]
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and w >= 0):
             raise UserError(f"calibration ila_weight must be a finite number >= 0, got {w!r}")
-        if d["rule"] not in RULES + ("scale-free",):
+        if d["rule"] not in RULES:
             raise UserError(f"unknown calibration rule {d['rule']!r}; known: {', '.join(RULES)}")
         cal = cls(**{**d, "ila_weight": float(w)})
         return cal.with_source(source) if source else cal
