@@ -211,21 +211,24 @@ def run_cmd(dataset: str, threat: str, model: str | None, checkpoint: str | None
     profile_list = list(dict.fromkeys(profiles)) or [DEFAULT_PROFILE]
     defense_list = list(dict.fromkeys(defenses)) or ["zeropur"]
     blurs = list(dict.fromkeys(blur)) or [default_blur(model, checkpoint, recipe)]
-    loaded = None
-    calibrations: dict[str, dict | None] = {}
-    if "zeropur" in defense_list and "calibrated" in profile_list:
-        loaded = load_for_calibration(model, dataset, threat, checkpoint, model_dir, device)
-        calibrations = resolve_calibrations(loaded[0], dataset, blurs, calibration_file, data_dir,
-                                            echo=lambda m: click.echo(m, err=True))
-    elif calibration_file is not None:
+    if calibration_file is not None and not ("zeropur" in defense_list and "calibrated" in profile_list):
         raise UserError("--calibration is for --profile calibrated")
-    variants = build_variants(defense_list, stages, profile_list, blurs, overrides, calibrations)
+    variants = build_variants(defense_list, stages, profile_list, blurs, overrides, {})
     config = EvalConfig(model=model, dataset=dataset, threat=threat, setting=setting,
                         eps=parse_number(eps, "--eps") if eps is not None else None,
                         attacks=attack_specs, defenses=variants, checkpoint=checkpoint, model_dir=model_dir,
                         n_ex=n_ex, data_seed=data_seed, seed=seed, estimator=estimator, estimator_n=estimator_n,
                         batch_size=batch_size, device=device, dtype=dtype, channels_last=channels_last,
                         recipe=recipe)
+    loaded = None
+    if any(v.profile == "calibrated" and v.name == "zeropur" for v in variants):
+        # after every other option is validated: a calibration on the fly takes minutes
+        loaded = load_for_calibration(model, dataset, threat, checkpoint, model_dir, device)
+        calibrations = resolve_calibrations(loaded[0], dataset, blurs, calibration_file, data_dir,
+                                            echo=lambda m: click.echo(m, err=True))
+        for v in variants:
+            if v.profile == "calibrated" and v.name == "zeropur":
+                v.calibration = calibrations.get(v.blur)
     shard_kn = distributed.parse_shard(shard)
     if distributed.launched_by_torchrun() and (shard_kn or merge_only):
         raise UserError("--shard and --merge-only are for independent jobs; under torchrun the ranks share the "
@@ -270,7 +273,9 @@ def load_for_calibration(model: str, dataset: str, threat: str, checkpoint: str 
                          device: str):
     """(classifier, info), loaded once for the calibration lookup and handed to the engine."""
     from .classifiers import load_classifier
+    from .evaluate import check_device
 
+    check_device(device)
     return load_classifier(model, dataset, threat, checkpoint=checkpoint, model_dir=model_dir, device=device,
                            return_info=True)
 

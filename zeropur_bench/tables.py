@@ -971,6 +971,14 @@ def _legend(spec: TableSpec, ci_mark: str) -> str:
                      "PGD-20 (record key PGD-20), AutoAttack = AutoAttack's 'rand' version with its own settings "
                      "(record key AutoAttack-rand); another setting leaves – and a footnote. Transfer setting: "
                      "attacks crafted on the bare classifier, then purified; not a robustness claim.")
+    if spec.number == 4:
+        parts.append("CIFAR-100 examples: rows 0–19 of the shared test split are the original test images in the "
+                     "original order; the rows after them are a fixed class-balanced random sample of the test set, "
+                     "not the original order, so 'the first n' of a record is that sample.")
+    parts.append("Profiles: authors = the authors' code (ILA weight 1e-4); paper = the paper's text; calibrated = "
+                 "the authors' settings with the ILA weight fitted per classifier on clean training images "
+                 "(the record's defense.calibration says how). Blur only: the classifier on g(x) (Table 1's "
+                 "baseline).")
     if spec.adaptive_column:
         parts.append(f"{ADAPTIVE_COL}: from an adaptive record of the same classifier (same checkpoint sha256) and "
                      "the same ZeroPur settings: right on the clean image and not broken at any step of BPDA+EOT "
