@@ -37,7 +37,8 @@ def run_one(name: str, out: Path) -> None:
     from zeropur_bench import load_classifier, registry
     from zeropur_bench.cli import default_blur
     from zeropur_bench.data import load_data, slice_sha256
-    from zeropur_bench.defense.calibration import DEFAULT_N, DEFAULT_SEED, calibrate, calibration_slice
+    from zeropur_bench.defense.calibrate import calibrate
+    from zeropur_bench.defense.calibration import DEFAULT_N, DEFAULT_SEED, calibration_slice
     from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig, Evaluator
 
     entry = registry.get(name)

@@ -36,7 +36,7 @@ for step in "${steps[@]}"; do
       $ZB plot attack-curve --results "$(ls results/cifar10-linf-resnet20-cifar10-public-adaptive-*.json | head -1)" \
           --out $F/attack-curve.png
       $ZB plot eps --results results/sanity/cifar10-resnet20-c.json --out $F/eps.png
-      TOUR="$(ls results/cifar10-linf-resnet20-cifar10-public-transfer-*.json | head -1)"
+      TOUR=results/cifar10-linf-resnet20-cifar10-public-transfer-68587c1fe199036a.json  # the authors-profile tour
       $ZB plot cosine --results "$TOUR" --variant zeropur-c --n 8 --out $F/cosine.png
       $ZB plot images --results "$TOUR" --variant zeropur-cf --pick failures --n 4 --out $F/images.png ;;
     table2)     # Table 2, ResNet-20 rows: V/B/S x C/C-F, transfer PGD-20 + AutoAttack-rand, the paper's blur per

@@ -18,8 +18,9 @@ from torch import nn
 from zeropur_bench import load_classifier, registry
 from zeropur_bench.cli import main
 from zeropur_bench.defense import ZeroPur
-from zeropur_bench.defense.calibration import (AUTHORS_WEIGHT, DEFAULT_RULE, REFERENCE, Calibration, calibrate,
-                                               calibration_slice, weights_sha256)
+from zeropur_bench.defense.calibrate import calibrate
+from zeropur_bench.defense.calibration import (AUTHORS_WEIGHT, DEFAULT_RULE, REFERENCE, Calibration, calibration_slice,
+                                               weights_sha256)
 from zeropur_bench.errors import UserError
 
 SHIPPED = ["resnet20-cifar10-vanilla", "resnet20-cifar10-standard", "resnet20-cifar10-strong",
@@ -66,21 +67,21 @@ def test_calibration_deterministic_and_reads_no_test_image(monkeypatch, data_dir
     monkeypatch.setattr(data, "load_data", spy)
     clf = load_classifier("resnet20-cifar10-strong", "cifar10")
     grid = (1e-4, 2e-4, 4e-4)
-    runs = [calibrate(clf, "cifar10", blur="gaussian:1.2", rule=r, n=24, seed=3, grid=grid, data_dir=data_dir)
+    runs = [calibrate(clf, "cifar10", blur="gaussian:1.2", rule=r, n=16, seed=3, grid=grid, data_dir=data_dir)
             for r in ("scale", "clean-guard", "scale", "clean-guard")]
     assert splits and set(splits) == {"train"}, splits
     for a, b in ((runs[0], runs[2]), (runs[1], runs[3])):
         assert a.ila_weight == b.ila_weight and a.details.get("curve") == b.details.get("curve")
     guard = runs[1]
-    assert guard.rule == "clean-guard" and guard.split == "train" and (guard.n, guard.seed) == (24, 3)
+    assert guard.rule == "clean-guard" and guard.split == "train" and (guard.n, guard.seed) == (16, 3)
     assert guard.ila_weight in grid and guard.details["curve"], guard.details
     # the chosen weight is the largest evaluated one within delta of the bare classifier
     ok = [c["ila_weight"] for c in guard.details["curve"]
           if c["defended_clean_acc"] >= guard.details["bare_clean_acc"] - guard.details["delta"] - 1e-12]
     assert guard.ila_weight == max(ok)
     # the slice is the engine's data_seed rule: sorted first n of a seeded permutation
-    assert torch.equal(calibration_slice(50000, 24, 3), torch.randperm(50000, generator=torch.Generator()
-                                                                       .manual_seed(3))[:24].sort().values)
+    assert torch.equal(calibration_slice(50000, 16, 3), torch.randperm(50000, generator=torch.Generator()
+                                                                       .manual_seed(3))[:16].sort().values)
 
 
 def test_every_shipped_classifier_has_its_calibration():

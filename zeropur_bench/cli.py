@@ -193,7 +193,7 @@ def run_cmd(dataset: str, threat: str, model: str | None, checkpoint: str | None
       torchrun --nproc_per_node=4 -m zeropur_bench run --model resnet20-cifar10-public --n-ex 1000
     """
     from .archs import ARCHS
-    from .evaluate import AttackSpec, DefenseSpec, EvalConfig, Evaluator
+    from .evaluate import AttackSpec, EvalConfig, Evaluator
 
     from . import distributed, registry
 
@@ -286,7 +286,8 @@ def resolve_calibrations(classifier: Any, dataset: str, blurs: list[str], calibr
     computed now on clean training images (said on stderr). Never a silent fall back to the authors' 1e-4."""
     from . import registry
     from .defense.blur import make_blur
-    from .defense.calibration import DEFAULT_RULE, calibrate, load_calibration, weights_sha256
+    from .defense.calibrate import calibrate
+    from .defense.calibration import DEFAULT_RULE, load_calibration, weights_sha256
 
     out: dict[str, dict | None] = {}
     sha = weights_sha256(classifier)
@@ -434,7 +435,8 @@ def calibrate_cmd(dataset: str, model: str | None, checkpoint: str | None, model
     """
     import json
 
-    from .defense.calibration import DEFAULT_RULE, calibrate
+    from .defense.calibrate import calibrate
+    from .defense.calibration import DEFAULT_RULE
     from .evaluate import check_device
     from .records import write_text_atomic
 

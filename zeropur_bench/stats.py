@@ -39,25 +39,26 @@ def mcnemar_one_sided(base_correct: Sequence[bool] | np.ndarray | torch.Tensor,
     Discordant pairs: b = base right & new wrong, c = base wrong & new right. Under H0, b ~ Binomial(b + c, 1/2);
     p = P(B >= b). No discordant pairs gives p = 1.
     """
-    a, bnew = _as_bool(base_correct), _as_bool(new_correct)
-    if a.shape != bnew.shape:
-        raise UserError(f"paired vectors differ in length: {a.size} vs {bnew.size}")
-    b = int(np.sum(a & ~bnew))
-    c = int(np.sum(~a & bnew))
+    b, c = _discordant(base_correct, new_correct)
     if b + c == 0:
         return 1.0
     return float(binomtest(b, b + c, 0.5, alternative="greater").pvalue)
+
+
+def _discordant(first: Sequence[bool] | np.ndarray | torch.Tensor,
+                second: Sequence[bool] | np.ndarray | torch.Tensor) -> tuple[int, int]:
+    """(first right & second wrong, first wrong & second right) over paired per-example vectors."""
+    a, bb = _as_bool(first), _as_bool(second)
+    if a.shape != bb.shape:
+        raise UserError(f"paired vectors differ in length: {a.size} vs {bb.size}")
+    return int(np.sum(a & ~bb)), int(np.sum(~a & bb))
 
 
 def mcnemar_two_sided(a_correct: Sequence[bool] | np.ndarray | torch.Tensor,
                       b_correct: Sequence[bool] | np.ndarray | torch.Tensor) -> tuple[float, int, int]:
     """Exact two-sided McNemar test on paired per-example correctness: (p, b, c) with b = a right & b wrong,
     c = a wrong & b right; p = two-sided binomial test of b out of b + c at 1/2 (1 with no discordant pair)."""
-    a, bb = _as_bool(a_correct), _as_bool(b_correct)
-    if a.shape != bb.shape:
-        raise UserError(f"paired vectors differ in length: {a.size} vs {bb.size}")
-    b = int(np.sum(a & ~bb))
-    c = int(np.sum(~a & bb))
+    b, c = _discordant(a_correct, b_correct)
     if b + c == 0:
         return 1.0, 0, 0
     return float(binomtest(b, b + c, 0.5, alternative="two-sided").pvalue), b, c

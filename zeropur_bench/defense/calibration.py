@@ -30,18 +30,17 @@ import hashlib
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import UserError
 
-__all__ = ["Calibration", "calibrate", "feature_scale", "weights_sha256", "REFERENCE", "RULES", "DEFAULT_RULE",
-           "DEFAULT_N", "DEFAULT_SEED", "DEFAULT_DELTA", "GUARD_GRID", "calibration_slice", "load_calibration"]
+__all__ = ["Calibration", "weights_sha256", "REFERENCE", "RULES", "DEFAULT_RULE", "DEFAULT_N", "DEFAULT_SEED",
+           "DEFAULT_DELTA", "GUARD_GRID", "calibration_slice", "load_calibration", "resolve_calibration"]
 
 FORMAT = "zeropur-bench/calibration/v1"
 RULES = ("scale", "clean-guard")
@@ -149,115 +148,36 @@ def calibration_slice(n_split: int, n: int, seed: int) -> torch.Tensor:
     return torch.randperm(n_split, generator=g)[:n].sort().values
 
 
-@torch.no_grad()
-def feature_scale(defense: Any, x: torch.Tensor, batch_size: int = 256) -> tuple[float, list[float]]:
-    """(S, per-layer means): mean over ``x`` of Σ_l ‖f_l(x)‖² over ``defense.fine_layers`` (clean images)."""
-    per_layer = torch.zeros(len(defense.fine_layers), dtype=torch.float64)
-    for s in range(0, len(x), batch_size):
-        feats = defense.stage_features(x[s: s + batch_size])
-        per_layer += torch.stack([feats[l].double().flatten(1).pow(2).sum(1).sum() for l in defense.fine_layers]).cpu()
-    per_layer /= len(x)
-    return float(per_layer.sum()), [float(v) for v in per_layer]
+def resolve_calibration(calibration: Any, classifier: nn.Module, blur: str) -> Calibration:
+    """The :class:`Calibration` of profile 'calibrated': the one given (object, dict or JSON file), checked against
+    the classifier's weights and the blur; else the shipped one found by the weights' sha256."""
+    from .. import registry
 
-
-def _accuracy(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
-              batch_size: int) -> torch.Tensor:
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(x), batch_size):
-            out.append(model(x[s: s + batch_size]).argmax(1) == y[s: s + batch_size])
-    return torch.cat(out)
-
-
-def _guard_search(defense: Any, x: torch.Tensor, y: torch.Tensor, bare_acc: float, delta: float,
-                  batch_size: int, indices: torch.Tensor, grid: tuple[float, ...],
-                  echo: Callable[[str], None]) -> tuple[float, list[dict[str, float]]]:
-    """Bisection over ``grid`` for the largest weight whose defended clean accuracy ≥ bare − delta."""
-    coarse = torch.cat([defense.purify_stages(x[s: s + batch_size], indices[s: s + batch_size])["coarse"]
-                        for s in range(0, len(x), batch_size)])
-    seen: dict[int, float] = {}
-
-    def acc_at(i: int) -> float:
-        if i not in seen:
-            t0 = time.perf_counter()
-            defense.ila_weight = grid[i]
-            ok = []
-            with torch.no_grad():
-                for s in range(0, len(x), batch_size):
-                    xp = defense.align(x[s: s + batch_size], coarse[s: s + batch_size])
-                    ok.append(defense.classifier(xp).argmax(1) == y[s: s + batch_size])
-            seen[i] = float(torch.cat(ok).float().mean())
-            echo(f"  ila_weight {grid[i]:.3g}: defended clean {100 * seen[i]:.1f}% "
-                 f"(bare {100 * bare_acc:.1f}%, {time.perf_counter() - t0:.0f} s)")
-        return seen[i]
-
-    passes = lambda i: acc_at(i) >= bare_acc - delta - 1e-12  # noqa: E731
-    lo, hi = 0, len(grid) - 1
-    if not passes(lo):
-        chosen = 0  # even the smallest weight costs more than delta: take it, and say so in the details
-    elif passes(hi):
-        chosen = hi
-    else:  # invariant: passes(lo), not passes(hi)
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if passes(mid) else (lo, mid)
-        chosen = lo
-    curve = [{"ila_weight": grid[i], "defended_clean_acc": seen[i]} for i in sorted(seen)]
-    return grid[chosen], curve
-
-
-def calibrate(classifier: nn.Module, dataset: str, blur: str = "median:3", rule: str = DEFAULT_RULE,
-              n: int = DEFAULT_N, seed: int = DEFAULT_SEED, delta: float = DEFAULT_DELTA,
-              data_dir: str | os.PathLike | None = None, batch_size: int = 128,
-              data: tuple[torch.Tensor, torch.Tensor] | None = None, grid: tuple[float, ...] = GUARD_GRID,
-              echo: Callable[[str], None] | None = None, **zeropur_options: Any) -> Calibration:
-    """Fit the fine stage's ILA weight for ``classifier`` on clean images of the training split (rule ``scale``
-    or ``clean-guard``, module docstring). Deterministic: the slice is fixed by (n, seed), the purification by
-    the profile (authors' settings, no randomness). ``data`` replaces the slice (in-memory training images) for
-    tests and studies; test images must never be passed."""
-    from ..data import load_data
-    from .zeropur import ZeroPur
-
-    echo = echo or (lambda s: None)
-    if rule not in RULES:
-        raise UserError(f"unknown calibration rule {rule!r}; choose one of {', '.join(RULES)}")
-    if not (isinstance(delta, (int, float)) and 0 <= delta < 1):
-        raise UserError(f"delta must be a fraction in [0, 1) (0.05 = 5 points), got {delta!r}")
-    t0 = time.perf_counter()
-    if data is None:
-        x_all, y_all = load_data(dataset, "train", data_dir=data_dir)
-        idx = calibration_slice(len(x_all), n, seed)
-        x, y = x_all[idx], y_all[idx]
-        del x_all, y_all
+    sha = weights_sha256(classifier)
+    if calibration is None:
+        found = registry.calibration_for(sha, blur, DEFAULT_RULE)
+        if found is not None:
+            return Calibration.from_dict(found)
+        shipped = registry.calibrations_by_weights(sha)
+        hint = (f"; shipped calibrations of this classifier are for blur "
+                f"{', '.join(sorted({str(c.get('blur')) for c in shipped}))}" if shipped else "")
+        raise UserError("profile 'calibrated' needs a calibration for this classifier and blur "
+                        f"{blur}{hint}: pass calibration=zeropur_bench.calibrate(classifier, dataset, blur=...) "
+                        "(or a file from `zeropur-bench calibrate`)")
+    if isinstance(calibration, Calibration):
+        cal = calibration
+    elif isinstance(calibration, dict):
+        cal = Calibration.from_dict(calibration, source=calibration.get("source") or "given")
+    elif isinstance(calibration, (str, os.PathLike)):
+        cal = load_calibration(calibration)
     else:
-        x, y = data
-        idx = torch.arange(len(x))
-        n = len(x)
-    device = next((p.device for p in classifier.parameters()), torch.device("cpu"))
-    x, y = x.to(device), y.to(device)
-    defense = ZeroPur(classifier, profile="authors", stages="cf", blur=blur, **zeropur_options)
-    s_model, layers = feature_scale(defense, x, batch_size)
-    details: dict[str, Any] = {"feature_scale": s_model, "feature_scale_layers": layers,
-                               "fine_layers": list(defense.fine_layers), "reference": dict(REFERENCE)}
-    if rule == "scale":
-        weight = AUTHORS_WEIGHT * REFERENCE["scale"] / s_model
-        echo(f"scale rule: S = {s_model:.1f} (reference {REFERENCE['scale']:.1f}) -> ila_weight {weight:.4g}")
-        blur_spec = None
-    else:
-        bare = _accuracy(classifier, x, y, batch_size)
-        bare_acc = float(bare.float().mean())
-        details.update({"delta": delta, "bare_clean_acc": bare_acc, "grid": list(grid),
-                        "search": "bisection (defended clean accuracy taken as non-increasing in the weight)"})
-        echo(f"clean-guard rule on {n} clean {dataset} training images, blur {defense.blur.spec}, "
-             f"delta {100 * delta:g} points:")
-        weight, curve = _guard_search(defense, x, y, bare_acc, delta, batch_size, idx.to(device), grid, echo)
-        details["curve"] = curve
-        details["within_delta"] = any(c["ila_weight"] == weight and c["defended_clean_acc"] >= bare_acc - delta - 1e-12
-                                      for c in curve)
-        blur_spec = defense.blur.spec
-    details["seconds"] = round(time.perf_counter() - t0, 1)
-    details["note"] = ("the shipped classifiers were trained on all 50,000 training images: the slice is clean "
-                       "training data, not held out from the classifier's training")
-    return Calibration(rule=rule, ila_weight=float(weight), dataset=dataset, split="train", n=int(n),
-                       seed=int(seed), weights_sha256=weights_sha256(classifier), blur=blur_spec,
-                       profile="authors", source="computed", details=details)
+        raise UserError(f"calibration must be a Calibration, a dict or a calibration file path, got "
+                        f"{type(calibration).__name__}")
+    if cal.weights_sha256 != sha:
+        raise UserError(f"this calibration was fitted for another classifier (weights sha256 "
+                        f"{cal.weights_sha256[:12]}…, this one {sha[:12]}…); calibrate this classifier with "
+                        "`zeropur-bench calibrate`")
+    if cal.blur is not None and cal.blur != blur:
+        raise UserError(f"this calibration was fitted with blur {cal.blur}, but the defense uses {blur}; "
+                        f"calibrate with --blur {blur}")
+    return cal

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -30,6 +29,8 @@ from torch import nn
 
 from ..errors import UserError
 from .blur import Blur, make_blur
+from .calibration import resolve_calibration
+from .coarse_cache import CoarseCache
 from .layers import FeatureTap, LayerSpec, detect_layers
 
 __all__ = ["ZeroPur", "PROFILES", "GRAD_MODES", "CoarseCache", "load_defended_model"]
@@ -189,7 +190,7 @@ class ZeroPur(nn.Module):
     def __init__(self, classifier: nn.Module, profile: str = "authors", stages: str = "cf",
                  blur: str | Callable[[torch.Tensor], torch.Tensor] = "median:3",
                  layers: Sequence[str] | None = None, grad_mode: str = "bpda", seed: int = 0,
-                 calibration: Any = None, coarse_cache: "CoarseCache | None" = None,
+                 calibration: Any = None, coarse_cache: CoarseCache | None = None,
                  **overrides: Any) -> None:
         super().__init__()
         if not isinstance(classifier, nn.Module):
@@ -214,7 +215,7 @@ class ZeroPur(nn.Module):
             if "ila_weight" in overrides:
                 raise UserError("profile 'calibrated' fits ila_weight itself; to set it by hand use "
                                 f"profile='authors', ila_weight={overrides['ila_weight']!r}")
-            self.calibration = _resolve_calibration(calibration, classifier, self.blur.spec)
+            self.calibration = resolve_calibration(calibration, classifier, self.blur.spec)
             opts["ila_weight"] = self.calibration.ila_weight
         elif calibration is not None:
             raise UserError(f"calibration= is for profile='calibrated' (this defense uses profile={profile!r})")
@@ -579,79 +580,6 @@ class ZeroPur(nn.Module):
         with torch.no_grad():
             logits = self.classifier(purified)
         return _RaiseOnBackward.apply(x, logits) if wants_grad else logits
-
-
-class CoarseCache:
-    """Exact memo of coarse-stage results shared by defense variants that differ only after it (``authors`` and
-    ``calibrated`` C-F, and C): an entry is reused only for a bit-identical input, the same indices and the same
-    coarse settings, so results are unchanged. Holds the last ``size`` entries."""
-
-    def __init__(self, size: int = 6) -> None:
-        self.size = size
-        self._entries: list[tuple[tuple, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        self.hits = 0
-        self._bypass = 0
-
-    @contextlib.contextmanager
-    def bypass(self) -> Iterator[None]:
-        """Compute every coarse stage inside the block (e.g. while classifier passes per prediction are counted)."""
-        self._bypass += 1
-        try:
-            yield
-        finally:
-            self._bypass -= 1
-
-    def get(self, key: tuple, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor | None:
-        if self._bypass:
-            return None
-        for k, xe, ie, out in self._entries:
-            if k == key and xe.shape == x.shape and xe.device == x.device and torch.equal(ie, indices) \
-                    and torch.equal(xe, x):
-                self.hits += 1
-                return out
-        return None
-
-    def put(self, key: tuple, x: torch.Tensor, indices: torch.Tensor, out: torch.Tensor) -> None:
-        if self._bypass:
-            return
-        self._entries.append((key, x.detach().clone(), indices.clone(), out.detach()))
-        del self._entries[:-self.size]
-
-
-def _resolve_calibration(calibration: Any, classifier: nn.Module, blur: str):
-    """The :class:`Calibration` of profile 'calibrated': the one given (object, dict or JSON file), checked against
-    the classifier's weights and the blur; else the shipped one found by the weights' sha256."""
-    from .. import registry
-    from .calibration import DEFAULT_RULE, Calibration, load_calibration, weights_sha256
-
-    sha = weights_sha256(classifier)
-    if calibration is None:
-        found = registry.calibration_for(sha, blur, DEFAULT_RULE)
-        if found is not None:
-            return Calibration.from_dict(found)
-        shipped = registry.calibrations_by_weights(sha)
-        hint = (f"; shipped calibrations of this classifier are for blur "
-                f"{', '.join(sorted({str(c.get('blur')) for c in shipped}))}" if shipped else "")
-        raise UserError("profile 'calibrated' needs a calibration for this classifier and blur "
-                        f"{blur}{hint}: pass calibration=zeropur_bench.calibrate(classifier, dataset, blur=...) "
-                        "(or a file from `zeropur-bench calibrate`)")
-    if isinstance(calibration, Calibration):
-        cal = calibration
-    elif isinstance(calibration, dict):
-        cal = Calibration.from_dict(calibration, source=calibration.get("source") or "given")
-    elif isinstance(calibration, (str, os.PathLike)):
-        cal = load_calibration(calibration)
-    else:
-        raise UserError(f"calibration must be a Calibration, a dict or a calibration file path, got "
-                        f"{type(calibration).__name__}")
-    if cal.weights_sha256 != sha:
-        raise UserError(f"this calibration was fitted for another classifier (weights sha256 "
-                        f"{cal.weights_sha256[:12]}…, this one {sha[:12]}…); calibrate this classifier with "
-                        "`zeropur-bench calibrate`")
-    if cal.blur is not None and cal.blur != blur:
-        raise UserError(f"this calibration was fitted with blur {cal.blur}, but the defense uses {blur}; "
-                        f"calibrate with --blur {blur}")
-    return cal
 
 
 def load_defended_model(model_name: str, dataset: str = "cifar10", threat_model: str = "Linf",
