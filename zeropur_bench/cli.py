@@ -211,24 +211,16 @@ def run_cmd(dataset: str, threat: str, model: str | None, checkpoint: str | None
     profile_list = list(dict.fromkeys(profiles)) or [DEFAULT_PROFILE]
     defense_list = list(dict.fromkeys(defenses)) or ["zeropur"]
     blurs = list(dict.fromkeys(blur)) or [default_blur(model, checkpoint, recipe)]
-    if calibration_file is not None and not ("zeropur" in defense_list and "calibrated" in profile_list):
-        raise UserError("--calibration is for --profile calibrated")
-    variants = build_variants(defense_list, stages, profile_list, blurs, overrides, {})
+    variants = build_variants(defense_list, stages, profile_list, blurs, overrides)
     config = EvalConfig(model=model, dataset=dataset, threat=threat, setting=setting,
                         eps=parse_number(eps, "--eps") if eps is not None else None,
                         attacks=attack_specs, defenses=variants, checkpoint=checkpoint, model_dir=model_dir,
                         n_ex=n_ex, data_seed=data_seed, seed=seed, estimator=estimator, estimator_n=estimator_n,
                         batch_size=batch_size, device=device, dtype=dtype, channels_last=channels_last,
                         recipe=recipe)
-    loaded = None
-    if any(v.profile == "calibrated" and v.name == "zeropur" for v in variants):
-        # after every other option is validated: a calibration on the fly takes minutes
-        loaded = load_for_calibration(model, dataset, threat, checkpoint, model_dir, device)
-        calibrations = resolve_calibrations(loaded[0], dataset, blurs, calibration_file, data_dir,
-                                            echo=lambda m: click.echo(m, err=True))
-        for v in variants:
-            if v.profile == "calibrated" and v.name == "zeropur":
-                v.calibration = calibrations.get(v.blur)
+    # after every other option is validated (EvalConfig above): a calibration on the fly takes minutes
+    loaded = attach_calibrations(variants, model, dataset, threat, checkpoint, model_dir, device, calibration_file,
+                                 data_dir)
     shard_kn = distributed.parse_shard(shard)
     if distributed.launched_by_torchrun() and (shard_kn or merge_only):
         raise UserError("--shard and --merge-only are for independent jobs; under torchrun the ranks share the "
@@ -280,36 +272,47 @@ def load_for_calibration(model: str, dataset: str, threat: str, checkpoint: str 
                            return_info=True)
 
 
-def resolve_calibrations(classifier: Any, dataset: str, blurs: list[str], calibration_file: str | None,
-                         data_dir: str | None, echo: Any) -> dict[str, dict | None]:
-    """Per blur: None (the classifier's shipped calibration exists), the named file's calibration, or one
-    computed now on clean training images (said on stderr). Never a silent fall back to the authors' 1e-4."""
+def attach_calibrations(variants: list, model: str, dataset: str, threat: str, checkpoint: str | None,
+                        model_dir: str | None, device: str, calibration_file: str | None,
+                        data_dir: str | None) -> tuple[Any, Any] | None:
+    """Give every ``calibrated`` ZeroPur variant its calibration (``DefenseSpec.calibration``): None where the
+    classifier's shipped one exists, the named file's, or one computed now on clean training images (said on
+    stderr); never a silent fall back to the authors' 1e-4. Returns the (classifier, info) it loaded, or None
+    when no variant is calibrated (then ``--calibration`` is refused)."""
     from . import registry
     from .defense.blur import make_blur
     from .defense.calibrate import calibrate
     from .defense.calibration import DEFAULT_RULE, load_calibration, weights_sha256
 
-    out: dict[str, dict | None] = {}
-    sha = weights_sha256(classifier)
-    for b in blurs:
-        spec = make_blur(b).spec
+    targets = [v for v in variants if v.name == "zeropur" and v.profile == "calibrated"]
+    if not targets:
         if calibration_file is not None:
-            out[b] = load_calibration(calibration_file).to_dict()
-        elif registry.calibration_for(sha, spec, DEFAULT_RULE) is not None:
-            out[b] = None
-        else:
-            echo(f"profile calibrated: this classifier has no shipped calibration for blur {spec}; calibrating "
-                 f"now (rule {DEFAULT_RULE}, clean {dataset} training images; save one with "
-                 "`zeropur-bench calibrate` and pass --calibration to skip this)")
-            out[b] = calibrate(classifier, dataset, blur=b, data_dir=data_dir, echo=echo).to_dict()
-    return out
+            raise UserError("--calibration is for --profile calibrated")
+        return None
+    loaded = load_for_calibration(model, dataset, threat, checkpoint, model_dir, device)
+    given = load_calibration(calibration_file).to_dict() if calibration_file is not None else None
+    sha = weights_sha256(loaded[0])
+    fitted: dict[str, dict | None] = {}
+    for v in targets:
+        spec = make_blur(v.blur).spec
+        if spec not in fitted:
+            if given is not None or registry.calibration_for(sha, spec, DEFAULT_RULE) is not None:
+                fitted[spec] = given
+            else:
+                click.echo(f"profile calibrated: this classifier has no shipped calibration for blur {spec}; "
+                           f"calibrating now (rule {DEFAULT_RULE}, clean {dataset} training images; save one with "
+                           "`zeropur-bench calibrate` and pass --calibration to skip this)", err=True)
+                fitted[spec] = calibrate(loaded[0], dataset, blur=v.blur, data_dir=data_dir,
+                                         echo=lambda m: click.echo(m, err=True)).to_dict()
+        v.calibration = fitted[spec]
+    return loaded
 
 
 def build_variants(defenses: list[str], stages: tuple[str, ...] | list[str], profiles: list[str], blurs: list[str],
-                   overrides: dict, calibrations: dict[str, dict | None]) -> list:
-    """The defense variants of a run, in display order: the blur alone, then per blur and profile C and C-F.
-    C under 'calibrated' is C under 'authors' (the calibration only changes the fine stage), so with both
-    profiles it is made once, as the authors'."""
+                   overrides: dict) -> list:
+    """The defense variants of a run, in display order: the blur alone, then per blur and profile C and C-F
+    (calibrations are attached by :func:`attach_calibrations`). C under 'calibrated' is C under 'authors' (the
+    calibration only changes the fine stage), so with both profiles it is made once, as the authors'."""
     from .defense.blur import make_blur
     from .evaluate import DefenseSpec
 
@@ -329,8 +332,7 @@ def build_variants(defenses: list[str], stages: tuple[str, ...] | list[str], pro
                     if st == "c" and p == "calibrated" and "authors" in profiles:
                         continue
                     label = f"zeropur-{st}" + (f"-{p}" if many_p else "") + (f"-{b}" if many_b else "")
-                    out.append(DefenseSpec(profile=p, stages=st, blur=b, overrides=overrides, label=label,
-                                           calibration=calibrations.get(b) if p == "calibrated" else None))
+                    out.append(DefenseSpec(profile=p, stages=st, blur=b, overrides=overrides, label=label))
     return out
 
 
@@ -555,19 +557,12 @@ def sanity_cmd(dataset: str, model: str | None, checkpoint: str | None, model_di
     if model is None:
         model, msg = default_model(dataset)
         click.echo(msg, err=True)
-    blur = blur or default_blur(model, checkpoint)
-    calibrations: dict = {}
-    if profile == "calibrated":
-        clf, _ = load_for_calibration(model, dataset, "linf", checkpoint, model_dir, device)
-        calibrations = resolve_calibrations(clf, dataset, [blur], calibration_file, data_dir,
-                                            echo=lambda m: click.echo(m, err=True))
-    elif calibration_file is not None:
-        raise UserError("--calibration is for --profile calibrated")
+    defense = DefenseSpec(profile=profile, stages=stages, blur=blur or default_blur(model, checkpoint),
+                          overrides=parse_kv(zp_overrides, "--zp"))
     config = EvalConfig(model=model, dataset=dataset, checkpoint=checkpoint, model_dir=model_dir, n_ex=n_ex,
-                        batch_size=batch_size, seed=seed, device=device,
-                        defenses=[DefenseSpec(profile=profile, stages=stages, blur=blur,
-                                              overrides=parse_kv(zp_overrides, "--zp"),
-                                              calibration=calibrations.get(blur))])
+                        batch_size=batch_size, seed=seed, device=device, defenses=[defense])
+    attach_calibrations(config.defenses, model, dataset, "linf", checkpoint, model_dir, device, calibration_file,
+                        data_dir)
     out = out or f"results/sanity/{dataset}-{Path(model).name}-{stages}.json"
     report = run_sanity(config, data_dir=data_dir, attack=parse_attack(attack),
                         extra_attacks=[parse_attack(a) for a in extra], square_queries=square_queries, out=out,

@@ -71,7 +71,7 @@ def _check_param(param: str, profile: str, stages: Sequence[str], overrides: dic
 def sweep_configs(base: dict, *, param: str, values: Sequence[tuple[str, Any]], param2: str | None = None,
                   values2: Sequence[tuple[str, Any]] | None = None, stages: Sequence[str] = ("cf",),
                   blurs: Sequence[str] = ("median:3",), profile: str = "authors",
-                  overrides: dict | None = None, calibrations: dict | None = None) -> list:
+                  overrides: dict | None = None) -> list:
     """The sweep's :class:`EvalConfig` s: one (transfer) holding a variant per value, or one per value (adaptive).
     ``base``: the EvalConfig keyword arguments other than ``defenses``."""
     from .evaluate import DefenseSpec, EvalConfig
@@ -97,8 +97,7 @@ def sweep_configs(base: dict, *, param: str, values: Sequence[tuple[str, Any]], 
                 name = f"zeropur-{s}" if len(blurs) == 1 else f"zeropur-{s}-{b}"
                 label = f"{name}[{','.join(f'{p}={t}' for p, t, _ in cell)}]"
                 out.append(DefenseSpec(profile=profile, stages=s, blur=b, label=label,
-                                       overrides={**overrides, **{p: v for p, _, v in cell}},
-                                       calibration=(calibrations or {}).get(b) if profile == "calibrated" else None))
+                                       overrides={**overrides, **{p: v for p, _, v in cell}}))
         return out
 
     if base.get("setting", "transfer") == "transfer":
@@ -230,8 +229,8 @@ def sweep_cmd(param: str, values: str, param2: str | None, values2: str | None, 
     """
     from . import distributed, registry
     from .archs import ARCHS
-    from .cli import (DEFAULT_PROFILE, default_blur, default_model, load_for_calibration, parse_attack, parse_kv,
-                      parse_number, resolve_calibrations, summary_text)
+    from .cli import (DEFAULT_PROFILE, attach_calibrations, default_blur, default_model, parse_attack, parse_kv,
+                      parse_number, summary_text)
     from .defense.blur import make_blur
     from .evaluate import AttackSpec
 
@@ -255,12 +254,6 @@ def sweep_cmd(param: str, values: str, param2: str | None, values2: str | None, 
     if len(profiles) > 1:
         raise UserError("a sweep takes one --profile (its variants differ by the swept setting)")
     blurs = list(dict.fromkeys(g("blur", ()))) or [default_blur(model, g("checkpoint"), g("recipe"))]
-    calibrations: dict = {}
-    if profiles[0] == "calibrated":
-        clf, _ = load_for_calibration(model, dataset, g("threat", "linf"), g("checkpoint"), g("model_dir"),
-                                      g("device", "cpu"))
-        calibrations = resolve_calibrations(clf, dataset, blurs, g("calibration_file"), g("data_dir"),
-                                            echo=lambda m: click.echo(m, err=True))
     for b in blurs:
         make_blur(b)
     eps = g("eps")
@@ -273,7 +266,9 @@ def sweep_cmd(param: str, values: str, param2: str | None, values2: str | None, 
     configs = sweep_configs(base, param=param, values=parse_values(values, "--values"), param2=param2,
                             values2=parse_values(values2, "--values2") if values2 else None,
                             stages=list(g("stages", ())) or ["cf"], blurs=blurs, profile=profiles[0],
-                            overrides=parse_kv(g("zp_overrides", ""), "--zp"), calibrations=calibrations)
+                            overrides=parse_kv(g("zp_overrides", ""), "--zp"))
+    attach_calibrations([d for c in configs for d in c.defenses], model, dataset, g("threat", "linf"),
+                        g("checkpoint"), g("model_dir"), base["device"], g("calibration_file"), g("data_dir"))
     done = run_sweep(configs, out_dir, data_dir=g("data_dir"), progress=not g("no_progress", False),
                      echo=lambda s: click.echo(s, err=True))
     if len(done) == 1:

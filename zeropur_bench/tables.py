@@ -493,9 +493,7 @@ def _variants(record: dict) -> list[tuple[str, dict, dict]]:
     out = []
     for name, v in variants.items():
         d = dict(v.get("defense") or {})
-        if d.get("name") == "blur":
-            d.pop("stages", None)  # a DefenseSpec default, meaningless for the blur alone
-        elif not d.get("stages") and d.get("name", "zeropur") != "none":
+        if not d.get("stages") and d.get("name", "zeropur") != "none":
             m = re.search(r"-(cf|c)$", name)
             if m:
                 d["stages"] = m.group(1)

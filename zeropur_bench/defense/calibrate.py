@@ -39,8 +39,9 @@ def _accuracy(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y:
 
 def _guard_search(defense: Any, x: torch.Tensor, y: torch.Tensor, bare_acc: float, delta: float,
                   batch_size: int, indices: torch.Tensor, grid: tuple[float, ...],
-                  echo: Callable[[str], None]) -> tuple[float, list[dict[str, float]]]:
-    """Bisection over ``grid`` for the largest weight whose defended clean accuracy ≥ bare − delta."""
+                  echo: Callable[[str], None]) -> tuple[float, list[dict[str, float]], bool]:
+    """Bisection over ``grid`` for the largest weight whose defended clean accuracy ≥ bare − delta: (weight, the
+    evaluated points, whether the weight is within delta)."""
     coarse = torch.cat([defense.purify_stages(x[s: s + batch_size], indices[s: s + batch_size])["coarse"]
                         for s in range(0, len(x), batch_size)])
     seen: dict[int, float] = {}
@@ -71,7 +72,7 @@ def _guard_search(defense: Any, x: torch.Tensor, y: torch.Tensor, bare_acc: floa
             lo, hi = (mid, hi) if passes(mid) else (lo, mid)
         chosen = lo
     curve = [{"ila_weight": grid[i], "defended_clean_acc": seen[i]} for i in sorted(seen)]
-    return grid[chosen], curve
+    return grid[chosen], curve, passes(chosen)
 
 
 def calibrate(classifier: nn.Module, dataset: str, blur: str = "median:3", rule: str = DEFAULT_RULE,
@@ -117,10 +118,8 @@ def calibrate(classifier: nn.Module, dataset: str, blur: str = "median:3", rule:
                         "search": "bisection (defended clean accuracy taken as non-increasing in the weight)"})
         echo(f"clean-guard rule on {n} clean {dataset} training images, blur {defense.blur.spec}, "
              f"delta {100 * delta:g} points:")
-        weight, curve = _guard_search(defense, x, y, bare_acc, delta, batch_size, idx.to(device), grid, echo)
-        details["curve"] = curve
-        details["within_delta"] = any(c["ila_weight"] == weight and c["defended_clean_acc"] >= bare_acc - delta - 1e-12
-                                      for c in curve)
+        weight, details["curve"], details["within_delta"] = _guard_search(defense, x, y, bare_acc, delta,
+                                                                          batch_size, idx.to(device), grid, echo)
         blur_spec = defense.blur.spec
     details["seconds"] = round(time.perf_counter() - t0, 1)
     details["note"] = ("the shipped classifiers were trained on all 50,000 training images: the slice is clean "

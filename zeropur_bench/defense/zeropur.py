@@ -535,11 +535,12 @@ class ZeroPur(nn.Module):
         with self._session(x) as x_in:
             graph = graph and x_in.requires_grad
             cache = self.coarse_cache if (self.coarse_cache is not None and not graph) else None
-            coarse = cache.get(self._coarse_key(), x_in, indices) if cache is not None else None
+            key = self._coarse_key() if cache is not None else None
+            coarse = cache.get(key, x_in, indices) if cache is not None else None
             if coarse is None:
                 coarse = self._coarse(x_in, indices, graph)
                 if cache is not None:
-                    cache.put(self._coarse_key(), x_in, indices, coarse)
+                    cache.put(key, x_in, indices, coarse)
             out = {"coarse": coarse}
             out["purified"] = self._fine(x_in, coarse, graph) if self.stages == "cf" else coarse
         return out
