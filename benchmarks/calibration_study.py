@@ -35,7 +35,7 @@ def selection_slice(n_split: int, seed: int = 0, n: int = SELECTION_N) -> torch.
 
 def run_one(name: str, out: Path) -> None:
     from zeropur_bench import load_classifier, registry
-    from zeropur_bench.cli import default_blur
+    from zeropur_bench.runspec import default_blur
     from zeropur_bench.data import load_data, slice_sha256
     from zeropur_bench.defense.calibrate import calibrate
     from zeropur_bench.defense.calibration import DEFAULT_N, DEFAULT_SEED, calibration_slice

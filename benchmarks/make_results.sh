@@ -3,7 +3,7 @@
 # `run` resumes from its <record>.partial/ folder; a finished step is skipped when its output exists.
 # Run from the repository root with the data decoded (ZEROPUR_BENCH_DATA or ./data):
 #     bash benchmarks/make_results.sh [STEP ...]        # steps: tour cifar100 bpda-tour baselines sanity figures table2 hill da
-#                                                           calibration profiles adaptive50
+#                                                           calibration profiles adaptive50 table6-b table6-vs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZB="zeropur-bench"
@@ -64,6 +64,24 @@ for step in "${steps[@]}"; do
         blur=gaussian:1.2; [ $recipe = vanilla ] && blur=median:3
         $ZB run --dataset cifar10 --threat linf --model resnet20-cifar10-$recipe --blur $blur --profile calibrated \
             --stages cf --setting adaptive --attack bpda-eot --n-ex "${N_ADAPTIVE:-100}" --no-progress --out results/
+      done ;;
+    table6-b)   # issue 23: Table 6, calibrated B-C-F and B-C (shipped Standard ResNet-20, the paper's blur), n=200, the
+                # full adaptive suite as a cascade (each attack only on the survivors of the earlier ones):
+                # BPDA+EOT (Hill et al.: 50 steps, 2/255, random start, EOT 15 / 150 verifications -> 1 if deterministic),
+                # Square 1000 queries, the defense-aware lambda sweep, full-gradient PGD-EOT with the smooth
+                # surrogate, AutoAttack through BPDA ('rand' -> 'standard' on a deterministic defense)
+      for st in ${STAGES:-cf c}; do
+        $ZB run --dataset cifar10 --threat linf --model resnet20-cifar10-standard --blur gaussian:1.2 \
+            --profile calibrated --stages $st --setting adaptive --cascade --attack bpda-eot \
+            --attack square:n_queries=1000 --attack defense-aware --attack pgd-eot:surrogate=normalized \
+            --attack autoattack-bpda --n-ex "${N_TABLE6:-200}" --no-progress --out results/
+      done ;;
+    table6-vs)  # issue 23: Table 6, calibrated V and S, C and C-F, n=100: BPDA+EOT (50 steps) then Square-1000
+      for rs in ${RECIPE_STAGES:-strong:cf vanilla:c strong:c vanilla:cf}; do
+        recipe=${rs%%:*}; st=${rs##*:}; blur=gaussian:1.2; [ $recipe = vanilla ] && blur=median:3
+        $ZB run --dataset cifar10 --threat linf --model resnet20-cifar10-$recipe --blur $blur --profile calibrated \
+            --stages $st --setting adaptive --cascade --attack bpda-eot --attack square:n_queries=1000 \
+            --n-ex "${N_TABLE6_VS:-100}" --no-progress --out results/
       done ;;
     hill)       # Hill et al.'s full BPDA+EOT protocol (50 steps, EOT 15 / 150 verifications, random start) vs C
       $ZB run $R20 --n-ex 200 --batch-size 50 --setting adaptive --attack bpda-eot --stages c \

@@ -234,7 +234,7 @@ def test_one_adversarial_set_serves_every_profile_and_the_blur(tmp_path, data_di
     """`run --defense blur --defense zeropur --profile authors --profile calibrated --profile paper`: one record,
     the blur alone, one C shared by authors and calibrated, and the paired comparisons the tables print."""
     from zeropur_bench.paired import compare
-    from zeropur_bench.tables import render_table
+    from zeropur_bench.reports import render_table
 
     out = tmp_path / "r.json"
     res = CliRunner().invoke(main, [
@@ -260,5 +260,5 @@ def test_one_adversarial_set_serves_every_profile_and_the_blur(tmp_path, data_di
     assert labels == {"C-F vs C (authors)", "C-F vs C (calibrated)", "C-F vs C (paper)", "C-F calibrated vs authors"}
     rec["_path"] = str(out)
     text = render_table(2, [rec])
-    assert "Blur only (g(x), gaussian:1.2)" in text and "profile calibrated" in text
+    assert "Blur only (gaussian:1.2)" in text and "ZeroPur-C-F (calibrated, coarse_steps=2, fine_steps=3)" in text
     assert "### Paired comparisons" in text and "C-F calibrated vs authors" in text

@@ -18,7 +18,7 @@ import torch
 from zeropur_bench.data import load_data
 from zeropur_bench.augment import AUG_PARAMS, augment, color_jitter, equalize, resized_crop_flip
 from zeropur_bench.errors import UserError
-from zeropur_bench.train import _locked, lr_at, replay_first_losses, train
+from zeropur_bench.train import locked as _locked, lr_at, replay_first_losses, train
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "zeropur_bench" / "weights"

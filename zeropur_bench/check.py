@@ -26,8 +26,9 @@ from typing import Any
 
 from .errors import UserError
 from .evaluate import AttackSpec, DefenseSpec, EvalConfig, evaluate
+from .fsio import write_json_atomic
 from .keys import describe_diff
-from .records import OLD_SCHEMAS, SCHEMA, load_record, write_json_atomic
+from .records import OLD_SCHEMAS, SCHEMA, RecordError, RecordView
 from .stats import holm, mcnemar_one_sided
 
 DEFAULT_ALPHA = 0.05
@@ -169,20 +170,30 @@ def make_baseline(record: dict, alpha: float = DEFAULT_ALPHA, floor_margin: floa
     return rec
 
 
-def _read_baseline(path: Path, update: bool) -> tuple[dict | None, str]:
+def _read_baseline(path: Path, update: bool) -> tuple[dict, str]:
+    """The baseline record (as a dict) and its schema. A v2 record is read by :meth:`RecordView.read` (one-line
+    :class:`RecordError` for anything else); a v1 baseline only with ``update``, which re-makes it from its
+    stored configuration."""
     try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise UserError(f"'{path}' is not a {SCHEMA} baseline record ({exc})") from None
-    schema = raw.get("schema") if isinstance(raw, dict) else None
-    if schema in OLD_SCHEMAS:
-        if update:
-            return raw, schema
-        raise UserError(f"'{path}' is a {schema} baseline (robust accuracy then ignored the clean result); "
-                        f"re-make it: zeropur-bench check --baseline {path} --update")
-    if schema != SCHEMA:
-        raise UserError(f"'{path}' is not a {SCHEMA} baseline record")
-    return raw, schema
+        return RecordView.read(path).raw, SCHEMA
+    except RecordError:
+        old = _old_record(path)
+        if old is None:
+            raise
+    schema = old["schema"]
+    if update:
+        return old, schema
+    raise UserError(f"'{path}' is a {schema} baseline (robust accuracy then ignored the clean result); "
+                    f"re-make it: zeropur-bench check --baseline {path} --update")
+
+
+def _old_record(path: Path) -> dict | None:
+    """The file as a dict if it is a record of an older schema (:data:`OLD_SCHEMAS`), else None."""
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return raw if isinstance(raw, dict) and raw.get("schema") in OLD_SCHEMAS else None
 
 
 def run_check(baseline_path: str | os.PathLike, *, record_path: str | os.PathLike | None = None,
@@ -207,10 +218,7 @@ def run_check(baseline_path: str | os.PathLike, *, record_path: str | os.PathLik
     if record_path is not None:
         if overrides:
             raise UserError("--zp changes the defense before re-running; it cannot apply to a given --record")
-        try:
-            now = load_record(record_path)
-        except (ValueError, OSError) as exc:
-            raise UserError(f"cannot read record '{record_path}' ({exc})") from None
+        now = RecordView.read(record_path).raw
     else:
         config = config_from_record(base["config"], schema)
         blur = overrides.pop("blur", None)  # e.g. blur=identity: the gross break the check must catch

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import functools
-import hashlib
 import os
 import pickle
 from dataclasses import asdict, dataclass, field
@@ -28,11 +27,12 @@ from torch import nn
 from .archs import ARCHS, build_arch
 from .data import DATASETS, check_dataset
 from .errors import UserError
+from .registry import file_sha256
+from .threats import ZOO_THREATS
 
 # Normalisation of the public CIFAR ResNets in ../shared/weights (akamaster): ImageNet statistics.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-THREAT_MODELS = {"linf": "Linf", "l2": "L2", "corruptions": "corruptions"}
 DEFAULT_MODEL_DIR = "models"
 
 
@@ -67,14 +67,6 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def safe_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
@@ -260,9 +252,9 @@ def load_classifier(model: str, dataset: str = "cifar10", threat_model: str = "L
     the checkpoint records, else ImageNet statistics as the shared CIFAR ResNets use).
     """
     check_dataset(dataset)
-    tm = THREAT_MODELS.get(str(threat_model).lower())
+    tm = ZOO_THREATS.get(str(threat_model).lower())
     if tm is None:
-        raise UserError(f"unknown threat model '{threat_model}'; known: {', '.join(THREAT_MODELS)}")
+        raise UserError(f"unknown threat model '{threat_model}'; known: {', '.join(ZOO_THREATS)}")
     from . import registry
 
     entry = registry.get(model)
@@ -273,7 +265,12 @@ def load_classifier(model: str, dataset: str = "cifar10", threat_model: str = "L
         if checkpoint is not None:
             raise UserError(f"'{model}' is a shipped classifier with its own weights; drop --checkpoint (or use "
                             f"--model {entry.arch} --checkpoint PATH)")
-        net, info = _builtin(entry.arch, dataset, str(registry.path_of(entry)), mean, std)
+        path = registry.path_of(entry)
+        sha = file_sha256(path)
+        if sha != entry.sha256:  # checked before the file is read as a checkpoint
+            raise UserError(f"classifier '{entry.name}': its file '{path}' has sha256 {sha}, the registry expects "
+                            f"{entry.sha256}; the file was changed: reinstall the package (or restore the file)")
+        net, info = _builtin(entry.arch, dataset, str(path), mean, std)
         info.name = entry.name
     elif model in ARCHS:
         net, info = _builtin(model, dataset, checkpoint, mean, std)

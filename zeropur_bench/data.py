@@ -98,10 +98,16 @@ def _missing_message(dataset: str, split: str, root: Path, why: str) -> str:
 
 
 def _load_npz(path: Path, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    with np.load(path) as d:
-        if "x" not in d or "y" not in d:
-            raise UserError(f"'{path}' must hold arrays 'x' (uint8 N×H×W×C) and 'y'; found {sorted(d.files)}")
-        x_np, y_np = d["x"], d["y"]
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            if "x" not in d or "y" not in d:
+                raise UserError(f"'{path}' must hold arrays 'x' (uint8 N×H×W×C) and 'y'; found {sorted(d.files)}")
+            x_np, y_np = d["x"], d["y"]
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
+        raise UserError(f"data file '{path}' is damaged ({str(exc).splitlines()[0][:120]}); decode it again with "
+                        f"`python ../shared/data/prepare.py {path.parent}`") from None
     if x_np.ndim != 4 or x_np.dtype != np.uint8:
         raise UserError(f"'{path}': x must be uint8 N×H×W×C, got {x_np.dtype} {x_np.shape}")
     if n is not None:

@@ -14,7 +14,8 @@ class UserError(Exception):
     """A problem with the user's input or environment, with a message that says what to do."""
 
 
-def _one_line(text: str) -> str:
+def one_line(text: str) -> str:
+    """``text`` with every run of whitespace (newlines included) as one space."""
     return " ".join(str(text).split())
 
 
@@ -30,7 +31,7 @@ def friendly(fn: Callable) -> Callable:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            click.echo(f"error: {_one_line(exc)}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; rerun the same command to resume from the last finished batch", err=True)

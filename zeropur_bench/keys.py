@@ -25,30 +25,31 @@ from typing import Any
 _DEFENSE_NOISE = ("channels_last",)
 
 
-def _canon(obj: Any) -> Any:
+def canon(obj: Any) -> Any:
     """JSON-stable form: floats rounded to 12 significant digits (8/255 typed two ways is one eps)."""
     if isinstance(obj, float):
         return float(f"{obj:.12g}")
     if isinstance(obj, dict):
-        return {str(k): _canon(v) for k, v in obj.items()}
+        return {str(k): canon(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_canon(v) for v in obj]
+        return [canon(v) for v in obj]
     return obj
 
 
 def digest(obj: Any, length: int = 16) -> str:
     """Short sha256 of the canonical JSON of ``obj``."""
-    text = json.dumps(_canon(obj), sort_keys=True, default=str)
+    text = json.dumps(canon(obj), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def comparison_key(*, dataset: str, split: str, threat: str, eps: float, setting: str,
                    attacks: list[dict[str, Any]], defenses: list[dict[str, Any]], data_sha256: str | None,
-                   model: dict[str, Any], seed: int, estimator: str, estimator_n: int, dtype: str) -> dict[str, Any]:
+                   model: dict[str, Any], seed: int, estimator: str, estimator_n: int, dtype: str,
+                   cascade: bool = False) -> dict[str, Any]:
     """The comparison key (module docstring). ``attacks``: ``{"name", "params"}`` with resolved parameters;
     ``defenses``: resolved defense configs; ``model``: ``{"arch", "checkpoint_sha256"}`` (or the zoo name when
-    there is no local file to hash)."""
-    return _canon({
+    there is no local file to hash). ``cascade`` enters the key only when set, so earlier keys stay valid."""
+    return canon({**({"cascade": True} if cascade else {}),
         "dataset": dataset, "split": split, "threat": threat, "eps": float(eps), "setting": setting,
         "attacks": [{"name": a["name"], "params": a["params"]} for a in attacks],
         "defenses": [{k: v for k, v in d.items() if k not in _DEFENSE_NOISE} for d in defenses],
@@ -121,12 +122,3 @@ def code_version() -> str:
         h.update(path.read_bytes())
         h.update(b"\0")
     return h.hexdigest()[:16]
-
-
-def strip_eps(key: str) -> str:
-    """An attack column without the ``eps=...`` it names when run away from the paper's eps."""
-    import re
-
-    out = re.sub(r"(?<=[\[,])eps=[^,\]]*(,|(?=\]))", "", key)
-    out = out.replace(",]", "]")
-    return out[:-2] if out.endswith("[]") else out

@@ -55,12 +55,40 @@ class Entry:
         return asdict(self)
 
 
-@functools.lru_cache(maxsize=1)
-def _load() -> dict[str, Entry]:
-    if not REGISTRY_FILE.is_file():
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (how shipped classifiers are identified)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_dir() -> Path:
+    """The folder of shipped classifiers and their ``registry.json``: ``$ZEROPUR_BENCH_WEIGHTS``, else the
+    package's ``weights/``."""
+    env = os.environ.get("ZEROPUR_BENCH_WEIGHTS")
+    return Path(env) if env else WEIGHTS
+
+
+@functools.lru_cache(maxsize=4)
+def _read(registry_file: str) -> dict[str, Entry]:
+    path = Path(registry_file)
+    if not path.is_file():
         return {}
-    data = json.loads(REGISTRY_FILE.read_text())
+    data = json.loads(path.read_text())
     return {e["name"]: Entry(**e) for e in data["classifiers"]}
+
+
+def _load() -> dict[str, Entry]:
+    return _read(str(weights_dir() / REGISTRY_FILE.name))
+
+
+def reload() -> None:
+    """Forget the cached ``registry.json``: the next lookup reads it again (after writing it, as ``ship`` does)."""
+    _read.cache_clear()
 
 
 def entries() -> dict[str, Entry]:
@@ -105,10 +133,11 @@ def shared_dir() -> Path:
 
 def path_of(entry: Entry) -> Path:
     """The local file of ``entry`` (downloaded first if it has a URL and is missing)."""
-    if entry.file.startswith("shared:"):
-        path = shared_dir() / entry.file[len("shared:"):]
-    else:
-        path = WEIGHTS / entry.file
+    root = shared_dir() if entry.file.startswith("shared:") else weights_dir()
+    path = root / entry.file.removeprefix("shared:")
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise UserError(f"classifier '{entry.name}': its registry file '{entry.file}' lies outside the weights "
+                        f"folder '{root}'; fix {root / REGISTRY_FILE.name}")
     if not path.is_file():
         if entry.url:
             return fetch(entry, path)
@@ -153,8 +182,6 @@ def write_classifier(state_dict: dict[str, torch.Tensor], meta: dict[str, Any], 
     ``zeropur_bench``. ``fp16=None`` chooses fp16 when the fp32 file would exceed a few MB. Returns
     ``{"path", "sha256", "bytes", "dtype"}``."""
     from safetensors.torch import save_file
-
-    from .classifiers import file_sha256
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     fp32_bytes = sum(t.numel() * 4 for t in tensors.values() if t.is_floating_point())

@@ -17,6 +17,10 @@ Four checks, each recorded with its numbers, a pass/fail and a message; every fa
    gradient attacks' per-example worst case (any-step) on the same examples. Flag iff adaptive accuracy >
    transfer accuracy (strict: an adaptive attacker knows everything the transfer attacker knows).
 
+Each row of the eps sweep (``checks[0].details.sweep``) names its attacks: ``attack`` / ``bare_attack`` (the
+adaptive and the bare classifier's columns at that eps) and ``attack_without_eps`` / ``bare_attack_without_eps``
+(the same without the eps they ran at: the series of an eps plot); ``params.attack.key_without_eps`` likewise.
+
 Only the primary ZeroPur variant (the last in ``config.defenses``, as in records) is checked: every check
 re-attacks the defended model, so each extra variant would multiply the cost. ``config.attacks`` and
 ``config.setting`` are ignored; the model, data slice, defense, threat model, eps, seeds, estimator, batch size and
@@ -33,15 +37,17 @@ import dataclasses
 import math
 import os
 import time
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
 from .errors import UserError
-from .evaluate import THREATS, AttackSpec, DefenseSpec, EvalConfig, eps_str, evaluate
-from .keys import strip_eps
-from .records import write_json_atomic
+from .evaluate import AttackSpec, DefenseSpec, EvalConfig, eps_str, evaluate
+from .fsio import write_json_atomic
+from .records import RecordView, VariantView
 from .stats import mcnemar_one_sided, wilson
+from .threats import THREATS
 
 DEFAULT_EPS_GRID = (8 / 255, 16 / 255, 32 / 255, 64 / 255)
 DEFAULT_ATTACK = AttackSpec("bpda-eot", {"steps": 10})
@@ -131,14 +137,203 @@ def _steps_key(spec: AttackSpec) -> str:
                     "(e.g. bpda-eot, pgd-eot, defense-aware, autoattack-bpda)")
 
 
-def _with_steps(spec: AttackSpec, steps: int) -> AttackSpec:
+def attack_steps(spec: AttackSpec) -> int:
+    """The step count ``spec`` runs with (its ``steps`` / ``n_iter``, else the attack's default)."""
+    from .attacks import ATTACKS
+
+    key = _steps_key(spec)
+    value = spec.params.get(key, ATTACKS[spec.name].defaults[key])
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or value != int(value)):
+        raise UserError(f"attack '{spec.name}': {key} must be an integer, got {value!r}")
+    return int(value)
+
+
+def with_steps(spec: AttackSpec, steps: int) -> AttackSpec:
+    """``spec`` with ``steps`` steps (a label gets ``@steps=N``)."""
     key = _steps_key(spec)
     label = f"{spec.label}@{key}={steps}" if spec.label else None
     return AttackSpec(spec.name, {**spec.params, key: int(steps)}, label)
 
 
+def bare_sweep_attack(steps: int) -> AttackSpec:
+    """The attack on the bare classifier at each eps of the sweep: PGD with as many steps as the adaptive one."""
+    return AttackSpec("pgd", {"steps": steps})
+
+
+def sweep_row_names(attack: AttackSpec, bare_attack: AttackSpec, eps: float, threat: str) -> dict[str, str]:
+    """The fields an eps-sweep row adds to name its attacks: the adaptive attack's column at ``eps``, and both
+    attacks' column names without the eps they ran at (the series of an eps plot)."""
+    return {"attack": attack.key_for(eps, threat), "attack_without_eps": attack.key_for(eps, threat, with_eps=False),
+            "bare_attack_without_eps": bare_attack.key_for(eps, threat, with_eps=False)}
+
+
 def _same_eps(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=0, abs_tol=1e-9)
+
+
+@dataclass
+class _Plan:
+    """What :func:`run_sanity` runs: the primary variant, the adaptive attack at two step counts, Square, the
+    extra attacks, and the eps grid (``keys``: the gradient attacks' columns at the config's eps)."""
+
+    config: EvalConfig
+    primary: DefenseSpec
+    attack: AttackSpec
+    steps: int
+    steps_factor: int
+    base: AttackSpec
+    more: AttackSpec
+    square: AttackSpec
+    extra: list[AttackSpec]
+    eps0: float
+    eps_grid: list[float]
+    keys: list[str]
+
+    @property
+    def gradient(self) -> list[AttackSpec]:
+        return [self.base, self.more, *self.extra]
+
+    @property
+    def bare_attack(self) -> AttackSpec:
+        return bare_sweep_attack(self.steps)
+
+
+def _plan(config: EvalConfig, attack: AttackSpec | dict | None, eps_grid: Sequence[float], steps_factor: int,
+          square_queries: int, extra_attacks: Sequence[AttackSpec | dict]) -> _Plan:
+    """Validate the arguments of :func:`run_sanity` (a :class:`UserError` before any work)."""
+    attack = attack if attack is not None else DEFAULT_ATTACK
+    if isinstance(attack, dict):
+        attack = AttackSpec(**attack)
+    extra = [a if isinstance(a, AttackSpec) else AttackSpec(**a) for a in extra_attacks]
+    if not isinstance(steps_factor, int) or steps_factor < 2:
+        raise UserError(f"steps_factor must be an integer >= 2, got {steps_factor!r}")
+    if not isinstance(square_queries, int) or square_queries < 1:
+        raise UserError(f"square_queries must be a positive integer, got {square_queries!r}")
+    grid = sorted(float(e) for e in eps_grid)
+    if not grid:
+        raise UserError("eps_grid must hold at least one eps")
+    primary = config.defenses[-1]
+    if primary.name == "none":
+        raise UserError("the sanity checks attack a defended model; the primary (last) defense is 'none'")
+    steps = attack_steps(attack)
+    if steps < 1:
+        raise UserError(f"the attack needs at least one step, got {_steps_key(attack)}={steps}")
+    eps0 = float(config.eps)
+    base, more = with_steps(attack, steps), with_steps(attack, steps * steps_factor)
+    keys = [a.key_for(eps0, config.threat) for a in (base, more, *extra)]
+    if len(set(keys)) != len(keys):
+        raise UserError(f"the sanity attacks share a name ({keys}); give extra_attacks distinct labels")
+    return _Plan(config, primary, attack, steps, steps_factor, base, more,
+                 AttackSpec("square", {"n_queries": square_queries}), extra, eps0, grid, keys)
+
+
+@dataclass
+class _Runs:
+    """The defended variant under every run of the plan, read through :class:`~zeropur_bench.records.RecordView`:
+    ``main`` (the gradient attacks and Square at the config's eps), ``sweep`` / ``bare_sweep`` per eps, and
+    ``transfer`` (PGD-20 crafted on the bare classifier)."""
+
+    main: VariantView
+    sweep: dict[float, VariantView]
+    bare_sweep: dict[float, VariantView]
+    transfer: VariantView
+    model_info: dict
+
+
+def _run_all(plan: _Plan, data_dir: str | os.PathLike | None, progress: bool) -> _Runs:
+    from .classifiers import load_classifier
+
+    config = plan.config
+    # One classifier for every sub-run (the engine would otherwise reload and re-hash the checkpoint each time).
+    clf, minfo = load_classifier(config.model, config.dataset, THREATS[config.threat], checkpoint=config.checkpoint,
+                                 model_dir=config.model_dir, device=config.device, return_info=True)
+    common = dict(data_dir=data_dir, write=False, progress=progress, classifier=clf, model_info=minfo.to_dict())
+
+    def run(setting: str, eps: float, attacks: list[AttackSpec], defense: DefenseSpec = plan.primary) -> VariantView:
+        sub = dataclasses.replace(config, setting=setting, eps=eps, attacks=attacks, defenses=[defense])
+        return RecordView.from_dict(evaluate(sub, **common)).variants[defense.key]
+
+    main = run("adaptive", plan.eps0, [*plan.gradient, plan.square])
+    sweep, bare_sweep = {}, {}
+    for e in plan.eps_grid:
+        sweep[e] = main if _same_eps(e, plan.eps0) else run("adaptive", e, [plan.base])
+        bare_sweep[e] = run("transfer", e, [plan.bare_attack], DefenseSpec(name="none"))
+    transfer = run("transfer", plan.eps0, [TRANSFER_ATTACK])
+    if transfer.examples["index"] != main.examples["index"]:
+        raise RuntimeError("transfer and adaptive runs saw different examples")  # internal invariant
+    return _Runs(main, sweep, bare_sweep, transfer, minfo.to_dict())
+
+
+# -- the four checks -------------------------------------------------------------------------------------------------
+def _check_eps_sweep(plan: _Plan, runs: _Runs, max_acc: float) -> dict[str, Any]:
+    threat = plan.config.threat
+    bkey = {e: plan.base.key_for(e, threat) for e in plan.eps_grid}
+    bare_key = {e: plan.bare_attack.key_for(e, threat) for e in plan.eps_grid}
+    accs = [runs.sweep[e].metric("robust_acc", bkey[e]).acc for e in plan.eps_grid]
+    d = decide_eps_sweep(plan.eps_grid, accs, runs.main.n, max_acc=max_acc)
+    d["rises"] = [[eps_str(a, threat), eps_str(b, threat)] for a, b in d["rises"]]
+    rows = []
+    for e in plan.eps_grid:
+        v, b = runs.sweep[e], runs.bare_sweep[e]
+        robust, bare = v.metric("robust_acc", bkey[e]), b.metric("robust_acc", bare_key[e])
+        rows.append({"eps": e, "eps_str": eps_str(e, threat), "robust_acc": robust.acc,
+                     "robust_final_acc": v.metric("robust_final_acc", bkey[e]).acc,
+                     "adv_acc": v.metric("adv_acc", bkey[e]).acc, "ci95": list(robust.ci),
+                     "bare_attack": bare_key[e], "bare_robust_acc": bare.acc, "bare_ci95": list(bare.ci),
+                     **sweep_row_names(plan.base, plan.bare_attack, e, threat)})
+    d["sweep"] = rows
+    last = eps_str(plan.eps_grid[-1], threat)
+    msg = (f"{bkey[plan.eps_grid[-1]]}: robust accuracy {100 * d['acc_at_largest_eps']:.1f}% at eps {last}"
+           f" ({'≤' if d['reaches_zero'] else '>'} {100 * max_acc:g}%)"
+           + ("" if d["monotone"] else f"; rises with eps between {d['rises']}"))
+    return {"name": "eps-sweep", "passed": d["passed"], "details": d, "message": msg}
+
+
+def _check_convergence(plan: _Plan, runs: _Runs) -> dict[str, Any]:
+    base_key, more_key = plan.keys[0], plan.keys[1]
+    robust = runs.main.examples["robust_correct"]
+    d = decide_convergence(sum(robust[base_key]), sum(robust[more_key]), runs.main.n)
+    more = plan.steps * plan.steps_factor
+    d.update(steps=plan.steps, more_steps=more, attack_steps=base_key, attack_more_steps=more_key)
+    msg = (f"{plan.steps} → {more} steps: {100 * d['acc_steps']:.1f}% → {100 * d['acc_more_steps']:.1f}%"
+           f" (change {100 * abs(d['difference']):.1f} pt {'≤' if d['passed'] else '>'} CI half-width "
+           f"{100 * d['ci95_half_width']:.1f} pt)")
+    return {"name": "convergence", "passed": d["passed"], "details": d, "message": msg}
+
+
+def _gradient_worst(plan: _Plan, runs: _Runs) -> list[bool]:
+    """Per example: robust-correct under every gradient attack (their per-example worst case)."""
+    vecs = [runs.main.examples["robust_correct"][k] for k in plan.keys]
+    return [all(v[i] for v in vecs) for i in range(runs.main.n)]
+
+
+def _check_gradient_free(plan: _Plan, runs: _Runs, alpha: float) -> dict[str, Any]:
+    square_key = plan.square.key_for(plan.eps0, plan.config.threat)
+    d = decide_gradient_free(_gradient_worst(plan, runs), runs.main.examples["robust_correct"][square_key],
+                             alpha=alpha)
+    d.update(square_attack=square_key, gradient_attacks=plan.keys,
+             gradient_acc_per_attack={k: runs.main.metric("robust_acc", k).acc for k in plan.keys})
+    msg = (f"Square ({plan.square.params['n_queries']} queries) {100 * d['square_acc']:.1f}% vs gradient attacks "
+           f"{100 * d['gradient_acc']:.1f}%; Square alone breaks {d['square_only_breaks']}, gradient alone "
+           f"{d['gradient_only_breaks']} (McNemar p={d['mcnemar_p']:.3g})"
+           + ("; gradient masking suspected" if d["masking_suspected"] else ""))
+    return {"name": "gradient-free", "passed": d["passed"], "details": d, "message": msg}
+
+
+def _check_adaptive_vs_transfer(plan: _Plan, runs: _Runs) -> dict[str, Any]:
+    tkey = TRANSFER_ATTACK.key_for(plan.eps0, plan.config.threat)
+    d = decide_adaptive_vs_transfer(_gradient_worst(plan, runs), runs.transfer.examples["robust_correct"][tkey])
+    d.update(transfer_attack=f"{tkey} (crafted on the bare classifier, then purified)", adaptive_attacks=plan.keys)
+    msg = (f"adaptive (any-step, worst case) {100 * d['adaptive_acc']:.1f}% "
+           f"{'≤' if d['passed'] else '>'} transfer {tkey} {100 * d['transfer_acc']:.1f}%")
+    return {"name": "adaptive-vs-transfer", "passed": d["passed"], "details": d, "message": msg}
+
+
+FLAG_TEXT = {"eps-sweep": "attack does not drive robust accuracy to ~0 at large eps (or it rises with eps)",
+             "convergence": "attack not converged: more steps change robust accuracy beyond the 95% CI",
+             "gradient-free": "gradient masking suspected: Square (gradient-free) beats the gradient attacks",
+             "adaptive-vs-transfer": "adaptive attack weaker than the transfer attack on the same examples"}
 
 
 def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,
@@ -153,137 +348,34 @@ def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,
     config's eps and counted in the gradient side of checks 3–4 (e.g. ``defense-aware``). Returns a JSON-able
     report ``{"checks": [...], "flags": [...], "n", "config", ...}``, also written to ``out`` if given.
     """
-    from .attacks import ATTACKS
-    from .classifiers import load_classifier
-
-    attack = attack if attack is not None else DEFAULT_ATTACK
-    if isinstance(attack, dict):
-        attack = AttackSpec(**attack)
-    extra_attacks = [a if isinstance(a, AttackSpec) else AttackSpec(**a) for a in extra_attacks]
-    if not isinstance(steps_factor, int) or steps_factor < 2:
-        raise UserError(f"steps_factor must be an integer >= 2, got {steps_factor!r}")
-    if not isinstance(square_queries, int) or square_queries < 1:
-        raise UserError(f"square_queries must be a positive integer, got {square_queries!r}")
-    eps_grid = sorted(float(e) for e in eps_grid)
-    if not eps_grid:
-        raise UserError("eps_grid must hold at least one eps")
-    primary = config.defenses[-1]
-    if primary.name == "none":
-        raise UserError("the sanity checks attack a defended model; the primary (last) defense is 'none'")
-    key = _steps_key(attack)
-    steps = int(attack.params.get(key, ATTACKS[attack.name].defaults[key]))
-    if steps < 1:
-        raise UserError(f"the attack needs at least one step, got {key}={steps}")
-    base, more = _with_steps(attack, steps), _with_steps(attack, steps * steps_factor)
-    square = AttackSpec("square", {"n_queries": square_queries})
-    gradient = [base, more, *extra_attacks]
-    eps0 = float(config.eps)
-    keys = [a.key_for(eps0, config.threat) for a in gradient]
-    if len(set(keys)) != len(keys):
-        raise UserError(f"the sanity attacks share a name ({keys}); give extra_attacks distinct labels")
-
+    plan = _plan(config, attack, eps_grid, steps_factor, square_queries, extra_attacks)
     t0 = time.perf_counter()
-    # One classifier for every sub-run (the engine would otherwise reload and re-hash the checkpoint each time).
-    clf, minfo = load_classifier(config.model, config.dataset, THREATS[config.threat], checkpoint=config.checkpoint,
-                                 model_dir=config.model_dir, device=config.device, return_info=True)
-    common = dict(data_dir=data_dir, write=False, progress=progress, classifier=clf, model_info=minfo.to_dict())
-
-    def run(setting: str, eps: float, attacks: list[AttackSpec], defense: DefenseSpec = primary) -> dict:
-        sub = dataclasses.replace(config, setting=setting, eps=eps, attacks=attacks, defenses=[defense])
-        rec = evaluate(sub, **common)
-        return rec["variants"][defense.key]
-
-    main = run("adaptive", eps0, [*gradient, square])
-    sweep, bare_sweep = {}, {}
-    bare_attack = AttackSpec("pgd", {"steps": steps})  # the bare classifier at each eps, as many steps
-    for e in eps_grid:
-        sweep[e] = main if _same_eps(e, eps0) else run("adaptive", e, [base])
-        bare_sweep[e] = run("transfer", e, [bare_attack], DefenseSpec(name="none"))
-    transfer = run("transfer", eps0, [TRANSFER_ATTACK])
-    bkey = {e: base.key_for(e, config.threat) for e in eps_grid}
-    square_key = square.key_for(eps0, config.threat)
-    bare_key = {e: bare_attack.key_for(e, config.threat) for e in eps_grid}
-
-    s, ex = main["summary"], main["examples"]
-    n = s["n"]
-    checks: list[dict[str, Any]] = []
-
-    # 1. eps sweep
-    accs = [sweep[e]["summary"]["robust_acc"][bkey[e]] for e in eps_grid]
-    d1 = decide_eps_sweep(eps_grid, accs, n, max_acc=max_acc_at_largest_eps)
-    d1["rises"] = [[eps_str(a, config.threat), eps_str(b, config.threat)] for a, b in d1["rises"]]
-    d1["sweep"] = [{"eps": e, "eps_str": eps_str(e, config.threat),
-                    "robust_acc": sweep[e]["summary"]["robust_acc"][bkey[e]],
-                    "robust_final_acc": sweep[e]["summary"].get("robust_final_acc", {}).get(bkey[e]),
-                    "adv_acc": sweep[e]["summary"]["adv_acc"][bkey[e]],
-                    "ci95": sweep[e]["summary"]["ci95"]["robust_acc"][bkey[e]],
-                    "bare_attack": bare_key[e],
-                    "bare_robust_acc": bare_sweep[e]["summary"]["robust_acc"][bare_key[e]],
-                    "bare_ci95": bare_sweep[e]["summary"]["ci95"]["robust_acc"][bare_key[e]]}
-                   for e in eps_grid]
-    last = eps_str(eps_grid[-1], config.threat)
-    msg1 = (f"{bkey[eps_grid[-1]]}: robust accuracy {100 * d1['acc_at_largest_eps']:.1f}% at eps {last}"
-            f" ({'≤' if d1['reaches_zero'] else '>'} {100 * max_acc_at_largest_eps:g}%)"
-            + ("" if d1["monotone"] else f"; rises with eps between {d1['rises']}"))
-    checks.append({"name": "eps-sweep", "passed": d1["passed"], "details": d1, "message": msg1})
-
-    # 2. convergence
-    base_key, more_key = keys[0], keys[1]
-    k0, k1 = sum(ex["robust_correct"][base_key]), sum(ex["robust_correct"][more_key])
-    d2 = decide_convergence(k0, k1, n)
-    d2.update(steps=steps, more_steps=steps * steps_factor, attack_steps=base_key, attack_more_steps=more_key)
-    msg2 = (f"{steps} → {steps * steps_factor} steps: {100 * d2['acc_steps']:.1f}% → "
-            f"{100 * d2['acc_more_steps']:.1f}%"
-            f" (change {100 * abs(d2['difference']):.1f} pt {'≤' if d2['passed'] else '>'} CI half-width "
-            f"{100 * d2['ci95_half_width']:.1f} pt)")
-    checks.append({"name": "convergence", "passed": d2["passed"], "details": d2, "message": msg2})
-
-    # 3. gradient-free vs gradient
-    grad_vecs = [ex["robust_correct"][k] for k in keys]
-    grad_worst = [all(v[i] for v in grad_vecs) for i in range(n)]
-    d3 = decide_gradient_free(grad_worst, ex["robust_correct"][square_key], alpha=alpha)
-    d3.update(square_attack=square_key, gradient_attacks=keys,
-              gradient_acc_per_attack={k: s["robust_acc"][k] for k in keys})
-    msg3 = (f"Square ({square_queries} queries) {100 * d3['square_acc']:.1f}% vs gradient attacks "
-            f"{100 * d3['gradient_acc']:.1f}%; Square alone breaks {d3['square_only_breaks']}, gradient alone "
-            f"{d3['gradient_only_breaks']} (McNemar p={d3['mcnemar_p']:.3g})"
-            + ("; gradient masking suspected" if d3["masking_suspected"] else ""))
-    checks.append({"name": "gradient-free", "passed": d3["passed"], "details": d3, "message": msg3})
-
-    # 4. adaptive <= transfer
-    tkey = TRANSFER_ATTACK.key_for(eps0, config.threat)
-    if transfer["examples"]["index"] != ex["index"]:
-        raise RuntimeError("transfer and adaptive runs saw different examples")  # internal invariant
-    d4 = decide_adaptive_vs_transfer(grad_worst, transfer["examples"]["robust_correct"][tkey])
-    d4.update(transfer_attack=f"{tkey} (crafted on the bare classifier, then purified)", adaptive_attacks=keys)
-    msg4 = (f"adaptive (any-step, worst case) {100 * d4['adaptive_acc']:.1f}% "
-            f"{'≤' if d4['passed'] else '>'} transfer {tkey} {100 * d4['transfer_acc']:.1f}%")
-    checks.append({"name": "adaptive-vs-transfer", "passed": d4["passed"], "details": d4, "message": msg4})
-
-    flag_text = {"eps-sweep": "attack does not drive robust accuracy to ~0 at large eps (or it rises with eps)",
-                 "convergence": "attack not converged: more steps change robust accuracy beyond the 95% CI",
-                 "gradient-free": "gradient masking suspected: Square (gradient-free) beats the gradient attacks",
-                 "adaptive-vs-transfer": "adaptive attack weaker than the transfer attack on the same examples"}
-    flags = [f"{c['name']}: {flag_text[c['name']]}" for c in checks if not c["passed"]]
+    runs = _run_all(plan, data_dir, progress)
+    checks = [_check_eps_sweep(plan, runs, max_acc_at_largest_eps), _check_convergence(plan, runs),
+              _check_gradient_free(plan, runs, alpha), _check_adaptive_vs_transfer(plan, runs)]
+    flags = [f"{c['name']}: {FLAG_TEXT[c['name']]}" for c in checks if not c["passed"]]
+    s = runs.main.summary
     report = {
         "schema": "zeropur-bench/sanity/v2",
         "semantics": "robust accuracy = defended clean AND adversarial (records schema v2)",
         "checks": checks,
         "flags": flags,
         "passed": not flags,
-        "n": n,
-        "variant": primary.key,
-        "eps": eps0,
-        "eps_str": eps_str(eps0, config.threat),
+        "n": runs.main.n,
+        "variant": plan.primary.key,
+        "eps": plan.eps0,
+        "eps_str": eps_str(plan.eps0, config.threat),
         "clean_acc": s["clean_acc"],
         "defended_clean_acc": s["defended_clean_acc"],
-        "params": {"eps_grid": eps_grid, "attack": {**dataclasses.asdict(attack), "key": base_key},
-                   "steps": steps, "steps_factor": steps_factor, "square_queries": square_queries,
-                   "extra_attacks": [dataclasses.asdict(a) for a in extra_attacks],
+        "params": {"eps_grid": plan.eps_grid,
+                   "attack": {**dataclasses.asdict(plan.attack), "key": plan.keys[0],
+                              "key_without_eps": plan.base.key_for(plan.eps0, config.threat, with_eps=False)},
+                   "steps": plan.steps, "steps_factor": steps_factor, "square_queries": square_queries,
+                   "extra_attacks": [dataclasses.asdict(a) for a in plan.extra],
                    "max_acc_at_largest_eps": max_acc_at_largest_eps, "alpha": alpha,
                    "transfer_attack": dataclasses.asdict(TRANSFER_ATTACK)},
         "config": config.to_dict(),
-        "provenance": {"model": _portable(minfo.to_dict())},
+        "provenance": {"model": _portable(runs.model_info)},
         "wall_seconds": time.perf_counter() - t0,
     }
     if out is not None:
@@ -296,6 +388,17 @@ def _portable(info: dict) -> dict:
     from .data import portable_path
 
     return {**info, "checkpoint": portable_path(info["checkpoint"])} if info.get("checkpoint") else info
+
+
+def _bare_without_eps(report: dict, row: dict) -> str:
+    """An eps-sweep row's bare attack without its eps: the row's field, else (a report made before the field
+    existed) rebuilt from the report's step count."""
+    if "bare_attack_without_eps" in row:
+        return row["bare_attack_without_eps"]
+    steps = (report.get("params") or {}).get("steps")
+    if not isinstance(steps, int):
+        return row["bare_attack"]
+    return bare_sweep_attack(steps).key_for(row["eps"], report["config"]["threat"], with_eps=False)
 
 
 def sanity_report_text(report: dict) -> str:
@@ -313,7 +416,7 @@ def sanity_report_text(report: dict) -> str:
     if sweep:
         rows = [{"eps": r["eps_str"], "robust acc (any step) %": 100 * r["robust_acc"],
                  "95% CI %": f"[{100 * r['ci95'][0]:.1f}, {100 * r['ci95'][1]:.1f}]",
-                 **({f"bare classifier ({strip_eps(r['bare_attack'])}) %": 100 * r["bare_robust_acc"]}
+                 **({f"bare classifier ({_bare_without_eps(report, r)}) %": 100 * r["bare_robust_acc"]}
                     if "bare_robust_acc" in r else {})} for r in sweep]
         text += "\n\n### eps sweep\n\n" + pd.DataFrame(rows).to_markdown(index=False, floatfmt=".1f")
     text += "\n\n" + ("**Flags:**\n" + "\n".join(f"- {f}" for f in report["flags"]) if report["flags"]

@@ -20,6 +20,7 @@ from pyautoattack import AutoAttack as _PyAutoAttack
 
 from ..errors import UserError
 from .base import Attack, probe_deterministic, register
+from .params import AT_LEAST_ONE, FLAG, Param
 
 VERSIONS = ("standard", "rand", "plus")
 
@@ -56,17 +57,19 @@ class AutoAttack(Attack):
     iterations of every sub-attack: only for convergence checks and quick tests; report 100 as "AutoAttack"."""
 
     defaults: dict[str, Any] = {"version": "standard", "eot_iter": 20, "probe": True, "n_iter": 100}
+    param_specs = {"version": Param("word", choices=VERSIONS), "eot_iter": AT_LEAST_ONE, "probe": FLAG,
+                   "n_iter": AT_LEAST_ONE}
 
     suffix = ""
 
     @classmethod
-    def label(cls, params: dict[str, Any], eps: float, norm: str) -> str:
+    def label(cls, params: dict[str, Any], eps: float, norm: str, with_eps: bool = True) -> str:
         """``AutoAttack-<version>`` only with AutoAttack's own settings (100 iterations; EOT 20 for 'rand', whose
         collapse to 1 on a proved-deterministic target is recorded per batch); otherwise ``autoattack[...]``."""
         v = params.get("version")
         if int(params.get("n_iter", -1)) == 100 and v in VERSIONS and (v != "rand" or int(params["eot_iter"]) == 20):
             return f"AutoAttack-{v}{cls.suffix}"
-        return super().label(params, eps, norm)
+        return super().label(params, eps, norm, with_eps=with_eps)
 
     def _check_params(self) -> None:
         super()._check_params()
@@ -124,7 +127,19 @@ class AutoAttackBPDA(AutoAttack):
     needs_defense = True
     adaptive_only = True
     suffix = "-BPDA"
+    family = "autoattack"
     switch_to_standard_if_deterministic = True
+
+    @classmethod
+    def target_label(cls, params: dict[str, Any], eps: float, norm: str, deterministic_target: bool | None,
+                     with_eps: bool = True) -> str:
+        if params.get("version") == "rand" and deterministic_target:
+            params = {**params, "version": "standard"}  # what it runs against a deterministic defense
+        return cls.label(params, eps, norm, with_eps=with_eps)
+
+    @classmethod
+    def mixed_label(cls, params: dict[str, Any], eps: float, norm: str, with_eps: bool = True) -> str:
+        return cls.label(params, eps, norm, with_eps=with_eps).replace("-rand", "-rand/standard")
 
     @contextlib.contextmanager
     def _target_mode(self) -> Iterator[None]:

@@ -18,9 +18,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..fmt import fmt_value
+from .params import Param, check_params
+from ..threats import NORMS
 from ..estimators import ATTACK_STREAM, STREAM, accepts_indices, probe_deterministic  # noqa: F401
 
-NORMS = ("Linf", "L2")
 # Paper App. A.2 (CIFAR): Linf eps 8/255 step 2/255, L2 eps 0.5 step 0.05. ImageNet's Linf 4/255 is passed
 # explicitly as eps. The default step is the same fraction of eps at any eps (2/255 = eps/4 at 8/255, 0.05 =
 # eps/10 at 0.5): a fixed 2/255 step at eps 1/255 would only bounce between the corners of the ball.
@@ -42,20 +44,6 @@ def _same_value(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b))
     return a == b
-
-
-def _fmt_value(v: Any) -> str:
-    """8/255-style for small fractions of 255 (steps, eps), else the plain value; lists as a|b|c."""
-    if isinstance(v, float):
-        from fractions import Fraction
-
-        frac = Fraction(v * 255).limit_denominator(10)
-        if 0 < v <= 64 / 255 and abs(float(frac) / 255 - v) < 1e-9:
-            return f"{frac}/255"
-        return f"{v:g}"
-    if isinstance(v, (list, tuple)):
-        return "|".join(_fmt_value(x) for x in v)
-    return str(v)
 
 
 def register(name: str) -> Callable[[type["Attack"]], type["Attack"]]:
@@ -194,9 +182,13 @@ class Attack:
     """
 
     name: ClassVar[str] = "?"
+    family: ClassVar[str | None] = None  # None: the registry name (records carry it as config.attacks[i].family)
     defaults: ClassVar[dict[str, Any]] = {}
+    param_specs: ClassVar[dict[str, Param]] = {}  # type and range of each parameter (attacks.params)
     norms: ClassVar[tuple[str, ...]] = NORMS
     needs_defense: ClassVar[bool] = False
+    # the attack reports every iterate (``x_final``, ``broken_per_step``): "final only" and step curves
+    iterates: ClassVar[bool] = False
     adaptive_only: ClassVar[bool] = False
 
     def __init__(self, model: nn.Module, *, eps: float | None = None, norm: str = "Linf", seed: int = 0,
@@ -239,26 +231,48 @@ class Attack:
         if unknown:
             raise UserError(f"unknown parameter(s) {', '.join(unknown)} for attack {cls.name!r}; allowed: "
                             f"{', '.join(sorted(cls.defaults)) or '(none)'}")
+        check_params(cls.name, cls.param_specs, params)  # before any label or key sees a raw value
         out = {**cls.defaults, **params}
         if "step" in out and out["step"] is None:
             out["step"] = STEP_FRACTION[norm] * float(eps)
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
 
     @classmethod
-    def label(cls, params: dict[str, Any], eps: float, norm: str) -> str:
+    def family_name(cls) -> str:
+        return cls.family or cls.name
+
+    @classmethod
+    def target_label(cls, params: dict[str, Any], eps: float, norm: str, deterministic_target: bool | None,
+                     with_eps: bool = True) -> str:
+        """The column name against a target whose determinism is known (None: not probed): :meth:`label`,
+        unless the attack runs differently on a deterministic target (AutoAttack-BPDA 'rand')."""
+        return cls.label(params, eps, norm, with_eps=with_eps)
+
+    @classmethod
+    def mixed_label(cls, params: dict[str, Any], eps: float, norm: str, with_eps: bool = True) -> str:
+        """The column name of one attack run on several targets that :meth:`target_label` names differently."""
+        return cls.label(params, eps, norm, with_eps=with_eps)
+
+    @classmethod
+    def label(cls, params: dict[str, Any], eps: float, norm: str, with_eps: bool = True) -> str:
         """The column name of this attack with resolved ``params``: its registry name plus every parameter that
         differs from its defaults, e.g. ``pgd[steps=5]``. Subclasses give a paper's or library's name (PGD-20,
-        AutoAttack) only when every setting is that paper's or library's."""
+        AutoAttack) only when every setting is that paper's or library's. ``with_eps=False``: leave out the eps
+        a label names when the attack ran away from the paper's (the series name of an eps sweep)."""
         base = cls.resolve_params({}, eps, norm)
         diff = {k: v for k, v in params.items() if k in base and not _same_value(v, base[k])}
         if not diff:
             return cls.name
-        return cls.name + "[" + ",".join(f"{k}={_fmt_value(v)}" for k, v in sorted(diff.items())) + "]"
+        return cls.name + "[" + ",".join(f"{k}={fmt_value(v)}" for k, v in sorted(diff.items())) + "]"
 
     # -- subclass API -------------------------------------------------------------------------------------------
     def _check_params(self) -> None:
-        """Validate ``self.params`` (raise UserError)."""
-        for key, default in self.defaults.items():  # the type of each default is the parameter's type
+        """Validate ``self.params`` (raise UserError): the declared ``param_specs``; for a parameter without
+        one, the type of its default."""
+        check_params(self.name, self.param_specs, self.params)
+        for key, default in self.defaults.items():
+            if key in self.param_specs:
+                continue
             v = self.params.get(key)
             if isinstance(default, bool):
                 ok = isinstance(v, bool)

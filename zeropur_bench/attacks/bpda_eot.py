@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..estimators import ESTIMATORS, predict, probe_deterministic
 from .base import Attack, lp_step, project, random_init, register
+from .params import AT_LEAST_ONE, FLAG, STEP, STEPS, Param
 
 
 class AnyStepTracker:
@@ -87,8 +88,12 @@ class BPDAEOT(Attack):
     defaults: dict[str, Any] = {"steps": 50, "step": None, "random_start": True, "eot_reps": 15,
                                 "verify_reps": 150, "verify_estimator": "logit-avg", "probe": True,
                                 "max_batch": 512}
+    param_specs = {"steps": STEPS, "step": STEP, "random_start": FLAG, "eot_reps": AT_LEAST_ONE,
+                   "verify_reps": AT_LEAST_ONE, "verify_estimator": Param("word", choices=tuple(ESTIMATORS)),
+                   "probe": FLAG, "max_batch": AT_LEAST_ONE}
     needs_defense = True
     adaptive_only = True
+    iterates = True
 
     def _check_params(self) -> None:
         super()._check_params()

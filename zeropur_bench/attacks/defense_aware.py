@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..estimators import repeated_calls, probe_deterministic
 from .base import Attack, lp_step, project, random_init, register
+from .params import AT_LEAST_ONE, FLAG, STEP, STEPS, Param
 from .bpda_eot import defended_logits_fn
 
 
@@ -42,6 +43,9 @@ class DefenseAware(Attack):
     defaults: dict[str, Any] = {"steps": 10, "step": None, "random_start": True, "lambdas": (0.1, 1.0, 10.0),
                                 "fine_term": False, "fine_weight": 1.0, "judge_reps": 1, "probe": True,
                                 "max_batch": 512}
+    param_specs = {"steps": STEPS, "step": STEP, "random_start": FLAG, "lambdas": Param("numbers", low=0),
+                   "fine_term": FLAG, "fine_weight": Param("number", low=0), "judge_reps": AT_LEAST_ONE,
+                   "probe": FLAG, "max_batch": AT_LEAST_ONE}
     needs_defense = True
     adaptive_only = True
 

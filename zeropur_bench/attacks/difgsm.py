@@ -9,6 +9,7 @@ import torch
 import torchattacks
 
 from .base import Attack, register
+from .params import FLAG, STEP, STEPS, Param
 
 
 @register("difgsm")
@@ -17,6 +18,8 @@ class DIFGSM(Attack):
 
     defaults = {"steps": 20, "step": None, "decay": 0.0, "resize_rate": 0.9, "diversity_prob": 0.5,
                 "random_start": False}
+    param_specs = {"steps": STEPS, "step": STEP, "decay": Param("number", low=0), "random_start": FLAG,
+                   "resize_rate": Param("number", low=0, open_low=True), "diversity_prob": Param("number", 0, 1)}
     norms = ("Linf",)
 
     def _attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,9 @@ import torch.nn.functional as F
 import torchattacks
 
 from ..errors import UserError
-from .base import Attack, _fmt_value, register
+from ..fmt import fmt_value
+from .base import Attack, register
+from .params import AT_LEAST_ONE, FLAG, STEP, STEPS
 
 
 @torch.no_grad()
@@ -47,12 +49,13 @@ class PGD(Attack):
     """PGD-k with a uniform random start; ``steps=1, step=eps, random_start=False`` is FGSM (one-step PGD)."""
 
     defaults = {"steps": 20, "step": None, "random_start": True, "restarts": 1}
+    param_specs = {"steps": STEPS, "step": STEP, "random_start": FLAG, "restarts": AT_LEAST_ONE}
 
     # App. A.2: PGD-20 is 20 steps with a random start, step 2/255 at Linf 8/255 or 0.05 at L2 0.5.
     PAPER = {"Linf": (8 / 255, 2 / 255), "L2": (0.5, 0.05)}
 
     @classmethod
-    def label(cls, params: dict[str, Any], eps: float, norm: str) -> str:
+    def label(cls, params: dict[str, Any], eps: float, norm: str, with_eps: bool = True) -> str:
         """``PGD-20`` only with App. A.2's settings; otherwise ``pgd[...]`` with what differs."""
         p_eps, p_step = cls.PAPER[norm]
         paper_eps = math.isclose(eps, p_eps, rel_tol=1e-6)
@@ -60,8 +63,8 @@ class PGD(Attack):
                 and params["random_start"] is True and int(params["restarts"]) == 1):
             return "PGD-20"
         base = super().label(params, eps, norm)
-        if not paper_eps:  # the default step follows eps, so say which eps the column was made at
-            base = (base[:-1] + "," if base.endswith("]") else base + "[") + f"eps={_fmt_value(float(eps))}]"
+        if not paper_eps and with_eps:  # the default step follows eps, so say which eps the column was made at
+            base = (base[:-1] + "," if base.endswith("]") else base + "[") + f"eps={fmt_value(float(eps))}]"
         return base
 
     def _check_params(self) -> None:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..estimators import ESTIMATORS, call_with_indices, predict, probe_deterministic
 from .base import Attack, lp_step, project, random_init, register
+from .params import AT_LEAST_ONE, FLAG, STEP, STEPS, Param
 from .bpda_eot import AnyStepTracker, defended_logits_fn
 
 PRESETS: dict[str, dict[str, Any]] = {"lee-kim": {"steps": 200, "step": 0.007, "eot_iter": 20}}
@@ -36,8 +37,13 @@ class PGDEOT(Attack):
     defaults: dict[str, Any] = {"steps": 20, "step": None, "eot_iter": 20, "random_start": True,
                                 "surrogate": None, "verify_reps": 20, "verify_estimator": "majority",
                                 "probe": True, "max_batch": 256, "preset": None}
+    param_specs = {"steps": STEPS, "step": STEP, "eot_iter": AT_LEAST_ONE, "random_start": FLAG,
+                   "surrogate": Param("word", choices=(None, "sign", "normalized")), "verify_reps": AT_LEAST_ONE,
+                   "verify_estimator": Param("word", choices=tuple(ESTIMATORS)), "probe": FLAG,
+                   "max_batch": AT_LEAST_ONE, "preset": Param("word", choices=(None, *PRESETS))}
     needs_defense = True
     adaptive_only = True
+    iterates = True
 
     def __init__(self, model: torch.nn.Module, **kwargs: Any) -> None:
         preset = kwargs.get("preset")

@@ -12,6 +12,7 @@ import torch
 from pyautoattack.square import SquareAttack
 
 from .base import Attack, register
+from .params import AT_LEAST_ONE, Param
 
 
 @register("square")
@@ -19,6 +20,9 @@ class Square(Attack):
     """Untargeted Square Attack on the margin loss, ``p_init`` 0.8, one restart (AutoAttack's settings)."""
 
     defaults: dict[str, Any] = {"n_queries": 1000, "p_init": 0.8, "restarts": 1}
+    # p_init: the initial fraction of the image a square covers (Andriushchenko et al.), in (0, 1]
+    param_specs = {"n_queries": AT_LEAST_ONE, "p_init": Param("number", 0, 1, open_low=True),
+                   "restarts": AT_LEAST_ONE}
 
     def _attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         p = self.params

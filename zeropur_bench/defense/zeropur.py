@@ -16,11 +16,13 @@ steps, random start, α_c = 2/255, 10 fine steps, MILD over the last three stage
 Every loss is a per-sample quantity summed over the batch, so the sign steps of one image never depend on the
 other images in the batch (the authors average over the batch, which only rescales the gradient: same signs).
 The authors' relative weight of ILA (1e-4, ILA summed over layers) and self-LPIPS (1) per sample is kept.
+
+The profiles table and option checks live in ``profiles.py``, the losses and the two loops in ``stages.py``;
+this module holds the ``nn.Module`` and its public API.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -29,71 +31,15 @@ from torch import nn
 
 from ..errors import UserError
 from .blur import Blur, make_blur
-from .calibration import resolve_calibration
 from .coarse_cache import CoarseCache
 from .layers import FeatureTap, LayerSpec, detect_layers
+# ILA_NORMS, SURROGATES and random_start_noise were defined here: still importable from this module.
+from .profiles import (GRAD_MODES, ILA_NORMS, PROFILES, SURROGATES, apply_calibration,  # noqa: F401
+                       check_request, check_stage_options, profile_options, runtime_options, step_size)
+from .stages import (coarse_shift, fine_align, ila, ila_reference, lpips_normalize,  # noqa: F401
+                     random_start_noise, safe_norm, upcast)
 
 __all__ = ["ZeroPur", "PROFILES", "GRAD_MODES", "CoarseCache", "load_defended_model"]
-
-GRAD_MODES = ("bpda", "full", "none")
-SURROGATES = ("sign", "normalized")
-
-# None for a step size means eps / steps (Alg. 2 line 2; the authors' code also for coarse shifting).
-PROFILES: dict[str, dict[str, Any]] = {
-    "authors": {  # erhul/ZeroPur zeropur.py (see docs/method.md)
-        "coarse_steps": 10, "coarse_eps": 10 / 255, "coarse_step": None,
-        "momentum": 1.0, "random_start": False, "blur_target_detached": True,
-        "fine_steps": 50, "fine_eps": 10 / 255, "fine_step": None,
-        "fine_layers": 2, "ila_weight": 1e-4, "ila_reduce": "sum",
-        "lpips_weight": 1.0, "lpips_layers": "all",
-    },
-    "paper": {  # Sec. 3.2–3.3, Alg. 1–2, Table 11
-        "coarse_steps": 10, "coarse_eps": 10 / 255, "coarse_step": 2 / 255,
-        # Detached blur target as in the authors' code: the literal ∇d through both branches (False) lets the
-        # step make g(x) agree with x instead of moving x (PGD-20 transfer, ResNet-20, median:3, 200 images:
-        # C 0.5% vs 51.5% detached).
-        "momentum": None, "random_start": True, "blur_target_detached": True,
-        "fine_steps": 10, "fine_eps": 10 / 255, "fine_step": None,
-        "fine_layers": 3, "ila_weight": 1.0, "ila_reduce": "mean",
-        "lpips_weight": 0.0, "lpips_layers": "all",
-    },
-}
-# The authors' profile with the ILA weight fitted to the classifier's feature scale on clean training images
-# (defense/calibration.py): None here means "from the calibration", never a silent 1e-4.
-PROFILES["calibrated"] = {**PROFILES["authors"], "ila_weight": None}
-ILA_NORMS = ("none", "feature")
-_OPTIONS = sorted(set(PROFILES["authors"]) | {"embedding", "surrogate", "dtype", "channels_last", "ila_norm"})
-
-_GOLDEN = 0x9E3779B97F4A7C15
-
-
-def _i64(c: int) -> int:
-    return c - (1 << 64) if c >= (1 << 63) else c
-
-
-def _lsr(z: torch.Tensor, k: int) -> torch.Tensor:
-    return (z >> k) & ((1 << (64 - k)) - 1)
-
-
-def _mix64(z: torch.Tensor) -> torch.Tensor:
-    """splitmix64 finaliser on int64 tensors (wrapping arithmetic)."""
-    z = (z ^ _lsr(z, 30)) * _i64(0xBF58476D1CE4E5B9)
-    z = (z ^ _lsr(z, 27)) * _i64(0x94D049BB133111EB)
-    return z ^ _lsr(z, 31)
-
-
-def random_start_noise(seed: int, indices: torch.Tensor, shape: Sequence[int], device: torch.device) -> torch.Tensor:
-    """Uniform [0, 1) noise of ``(len(indices), *shape)``; image i's noise depends only on (seed, indices[i]).
-
-    A counter-based generator (splitmix64) instead of one ``torch.Generator`` per image: vectorised (no Python
-    loop over images), batch independent, and identical on CPU and CUDA.
-    """
-    n_pix = math.prod(shape)
-    idx = indices.to(device=device, dtype=torch.int64).view(-1, 1)
-    key = _mix64(_mix64(torch.full_like(idx, _i64((seed * _GOLDEN + _GOLDEN) % (1 << 64)))) ^ idx)
-    counter = torch.arange(1, n_pix + 1, device=device, dtype=torch.int64).view(1, -1) * _i64(_GOLDEN)
-    bits = _lsr(_mix64(key + counter), 40)  # top 24 bits
-    return (bits.to(torch.float32) / float(1 << 24)).view(len(idx), *shape)
 
 
 class _RaiseOnBackward(torch.autograd.Function):
@@ -107,57 +53,6 @@ class _RaiseOnBackward(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         raise UserError("ZeroPur grad_mode='none' gives no gradient through purification; set "
                         "defense.grad_mode = 'bpda' (straight-through) or 'full' (through the unrolled steps)")
-
-
-def _project(x: torch.Tensor, center: torch.Tensor, eps: float) -> torch.Tensor:
-    """Π onto the L∞ ball of radius eps around ``center`` and [0, 1] (differentiable in both arguments)."""
-    return torch.minimum(torch.maximum(x, center - eps), center + eps).clamp(0.0, 1.0)
-
-
-def _up(t: torch.Tensor) -> torch.Tensor:
-    """Low-precision (autocast) features to float32 for the losses; float32/float64 unchanged."""
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
-
-
-def _lpips_normalize(feats: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Self-LPIPS embedding (authors' ``normalize_flatten_features``): unit channel norm per position, / sqrt(HW)."""
-    out = []
-    for f in feats:
-        f = _up(f)
-        if f.dim() == 4:
-            f = f / ((f.pow(2).sum(1, keepdim=True)).sqrt() + 1e-10) / math.sqrt(f.shape[2] * f.shape[3])
-        out.append(f.flatten(1))
-    return torch.cat(out, 1)
-
-
-def _safe_norm(d: torch.Tensor) -> torch.Tensor:
-    """Per-row L2 norm that is smooth at 0 (fine alignment starts at x'' = x_adv, where LPIPS is exactly 0)."""
-    return (d.pow(2).sum(1) + 1e-24).sqrt()
-
-
-_NUMBER = ("coarse_eps", "fine_eps", "ila_weight", "lpips_weight")
-_NUMBER_OR_NONE = ("coarse_step", "fine_step", "momentum")
-_BOOL = ("random_start", "blur_target_detached", "channels_last")
-
-
-def _check_option_types(opts: dict[str, Any]) -> None:
-    """One clear error per wrongly typed option (``--zp coarse_eps=abc``), before any arithmetic on it."""
-    def is_num(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-
-    for k, v in opts.items():
-        if k in _NUMBER and not is_num(v):
-            raise UserError(f"ZeroPur option {k} must be a number (e.g. {k}=8/255), got {v!r}")
-        if k in _NUMBER_OR_NONE and v is not None and not is_num(v):
-            raise UserError(f"ZeroPur option {k} must be a number or none, got {v!r}")
-        if k in _BOOL and not isinstance(v, bool):
-            raise UserError(f"ZeroPur option {k} must be true or false, got {v!r}")
-        if k in ("fine_layers", "lpips_layers") and not (
-                (isinstance(v, int) and not isinstance(v, bool)) or isinstance(v, str)
-                or (isinstance(v, (list, tuple)) and all(isinstance(t, str) for t in v))):
-            raise UserError(f"ZeroPur option {k} must be a number of last stages, 'all', or module names, got {v!r}")
-        if k == "embedding" and v is not None and not isinstance(v, str):
-            raise UserError(f"ZeroPur option embedding must be a module name, got {v!r}")
 
 
 class ZeroPur(nn.Module):
@@ -195,64 +90,30 @@ class ZeroPur(nn.Module):
         super().__init__()
         if not isinstance(classifier, nn.Module):
             raise UserError(f"classifier must be a torch nn.Module, got {type(classifier).__name__}")
-        if profile not in PROFILES:
-            raise UserError(f"unknown ZeroPur profile {profile!r}; choose one of {sorted(PROFILES)}")
-        if stages not in ("c", "cf"):
-            raise UserError(f"stages must be 'c' (coarse shifting) or 'cf' (coarse + fine), got {stages!r}")
-        unknown = sorted(set(overrides) - set(_OPTIONS))
-        if unknown:
-            raise UserError(f"unknown ZeroPur option(s) {unknown}; valid options: {', '.join(_OPTIONS)}")
-        _check_option_types(overrides)
+        check_request(profile, stages, overrides)
         self.classifier = classifier.eval()
         self.profile = profile
         self.stages = stages
         self.blur: Blur = make_blur(blur)
         self.seed = int(seed)
-        opts = dict(PROFILES[profile])
-        opts.update({k: v for k, v in overrides.items() if k in PROFILES[profile]})
-        self.calibration = None
-        if profile == "calibrated":
-            if "ila_weight" in overrides:
-                raise UserError("profile 'calibrated' fits ila_weight itself; to set it by hand use "
-                                f"profile='authors', ila_weight={overrides['ila_weight']!r}")
-            self.calibration = resolve_calibration(calibration, classifier, self.blur.spec)
-            opts["ila_weight"] = self.calibration.ila_weight
-        elif calibration is not None:
-            raise UserError(f"calibration= is for profile='calibrated' (this defense uses profile={profile!r})")
-        self.ila_norm = str(overrides.get("ila_norm", "none"))
-        if self.ila_norm not in ILA_NORMS:
-            raise UserError(f"ila_norm must be one of {ILA_NORMS}, got {self.ila_norm!r}")
+        opts = profile_options(profile, overrides)
+        self.calibration = apply_calibration(opts, profile, overrides, calibration, classifier, self.blur.spec)
         self.coarse_cache = coarse_cache
-        self.surrogate = overrides.get("surrogate", "sign")
-        if self.surrogate not in SURROGATES:
-            raise UserError(f"surrogate must be one of {SURROGATES}, got {self.surrogate!r}")
-        self.dtype = str(overrides.get("dtype", "fp32")).lower()
-        if self.dtype not in ("fp32", "bf16"):
-            raise UserError(f"dtype must be 'fp32' or 'bf16', got {self.dtype!r}")
-        self.channels_last = bool(overrides.get("channels_last", False))
+        self.ila_norm, self.surrogate, self.dtype, self.channels_last = runtime_options(overrides)
         if self.channels_last:
             self.classifier.to(memory_format=torch.channels_last)
         self.grad_mode = grad_mode
 
-        for key in ("coarse_steps", "fine_steps"):
-            if not isinstance(opts[key], int) or opts[key] < 0:
-                raise UserError(f"{key} must be an integer >= 0, got {opts[key]!r}")
-        for key in ("coarse_eps", "fine_eps", "coarse_step", "fine_step"):
-            if opts[key] is not None and not (float(opts[key]) >= 0 and math.isfinite(float(opts[key]))):
-                raise UserError(f"{key} must be a finite number >= 0, got {opts[key]!r}")
-        if opts["ila_reduce"] not in ("sum", "mean"):
-            raise UserError(f"ila_reduce must be 'sum' or 'mean', got {opts['ila_reduce']!r}")
+        check_stage_options(opts)
         self.coarse_steps: int = opts["coarse_steps"]
         self.coarse_eps = float(opts["coarse_eps"])
-        self.coarse_step = float(opts["coarse_step"]) if opts["coarse_step"] is not None else \
-            (self.coarse_eps / self.coarse_steps if self.coarse_steps else 0.0)
+        self.coarse_step = step_size(opts["coarse_step"], self.coarse_eps, self.coarse_steps)
         self.momentum = float(opts["momentum"]) if opts["momentum"] else None
         self.random_start = bool(opts["random_start"])
         self.blur_target_detached = bool(opts["blur_target_detached"])
         self.fine_steps: int = opts["fine_steps"]
         self.fine_eps = float(opts["fine_eps"])
-        self.fine_step = float(opts["fine_step"]) if opts["fine_step"] is not None else \
-            (self.fine_eps / self.fine_steps if self.fine_steps else 0.0)
+        self.fine_step = step_size(opts["fine_step"], self.fine_eps, self.fine_steps)
         self.ila_weight = float(opts["ila_weight"])
         self.ila_reduce: str = opts["ila_reduce"]
         self.lpips_weight = float(opts["lpips_weight"])
@@ -375,25 +236,6 @@ class ZeroPur(nn.Module):
             with torch.enable_grad(), self._tap:
                 yield x
 
-    def _direction(self, g: torch.Tensor) -> torch.Tensor:
-        if self.surrogate == "sign":
-            return torch.sign(g)
-        scale = g.abs().flatten(1).amax(1)
-        return g / scale.clamp_min(1e-30).view(-1, *[1] * (g.dim() - 1))
-
-    @staticmethod
-    def _grad_var(x: torch.Tensor, graph: bool) -> torch.Tensor:
-        # In graph mode a fresh view makes autograd.grad(·, a) the partial derivative w.r.t. this use of x only
-        # (targets built from x stay constants for the inner step but remain differentiable for the outer one).
-        return x.view_as(x) if graph else x.detach().requires_grad_(True)
-
-    def _ila_reference(self) -> list[float]:
-        from .calibration import REFERENCE
-
-        if len(REFERENCE["layers"]) == len(self.fine_layers):
-            return list(REFERENCE["layers"])
-        return [REFERENCE["scale"] / len(self.fine_layers)] * len(self.fine_layers)
-
     def _coarse_key(self) -> tuple:
         """What the coarse stage's result depends on, besides the input and its indices."""
         return (id(self.classifier), self.blur.spec, self.coarse_steps, self.coarse_eps, self.coarse_step,
@@ -414,18 +256,11 @@ class ZeroPur(nn.Module):
         n = x.shape[0]
         with self._tap:
             _, _, emb = self._forward_tap(torch.cat([x, self.blur(x)]))
-        return F.cosine_similarity(_up(emb[:n]), _up(emb[n:]), dim=1)
+        return F.cosine_similarity(upcast(emb[:n]), upcast(emb[n:]), dim=1)
 
-    def _ila(self, feats: dict[str, torch.Tensor], base: dict[str, torch.Tensor],
-             ref: dict[str, torch.Tensor], reduce: str) -> torch.Tensor:
-        terms = [((_up(feats[l]) - _up(base[l])).flatten(1) * (_up(ref[l]) - _up(base[l])).flatten(1)).sum(1)
-                 for l in self.fine_layers]
-        if self.ila_norm == "feature":  # scale-free: per image and layer, ÷ ‖f_l(x_adv)‖² × the reference scale
-            refs = self._ila_reference()
-            terms = [t * r / _up(base[l]).flatten(1).pow(2).sum(1).clamp_min(1e-12)
-                     for t, r, l in zip(terms, refs, self.fine_layers)]
-        total = torch.stack(terms, 0).sum(0)
-        return total / len(terms) if reduce == "mean" else total
+    def _norm_refs(self) -> list[float] | None:
+        """Reference scales of ``ila_norm='feature'`` for the fine layers; None when ILA is not normalised."""
+        return ila_reference(len(self.fine_layers)) if self.ila_norm == "feature" else None
 
     def fine_objective(self, x2: torch.Tensor, x_adv: torch.Tensor, x_coarse: torch.Tensor,
                        full: bool = False) -> torch.Tensor:
@@ -443,83 +278,28 @@ class ZeroPur(nn.Module):
         base = {k: v[n:2 * n] for k, v in feats.items()}
         ref = {k: v[2 * n:] for k, v in feats.items()}
         if not full:
-            return self._ila(cur, base, ref, "mean")
-        obj = self.ila_weight * self._ila(cur, base, ref, self.ila_reduce)
+            return ila(cur, base, ref, self.fine_layers, "mean", self._norm_refs())
+        obj = self.ila_weight * ila(cur, base, ref, self.fine_layers, self.ila_reduce, self._norm_refs())
         if self.lpips_weight:
-            d = _lpips_normalize([cur[l] for l in self.lpips_layers]) - _lpips_normalize([base[l] for l in self.lpips_layers])
-            obj = obj - self.lpips_weight * _safe_norm(d)
+            d = lpips_normalize([cur[l] for l in self.lpips_layers]) - lpips_normalize([base[l] for l in self.lpips_layers])
+            obj = obj - self.lpips_weight * safe_norm(d)
         return obj
 
-    # ------------------------------------------------------------------ the two stages
+    # ------------------------------------------------------------------ the two stages (math in stages.py)
     def _coarse(self, x0: torch.Tensor, indices: torch.Tensor, graph: bool,
                 on_iterate: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Coarse shifting, Alg. 1 (authors: + MI-FGSM momentum on the per-image L1-normalised gradient).
-        ``on_iterate`` receives every iterate x_1 .. x_K (Fig. 3 plots them)."""
-        eps, steps, alpha = self.coarse_eps, self.coarse_steps, self.coarse_step
-        if steps == 0:
-            return x0
-        x = x0
-        if self.random_start:
-            noise = random_start_noise(self.seed, indices, x0.shape[1:], x0.device).to(x0.dtype)
-            x = (x0 + eps * (2 * noise - 1)).clamp(0.0, 1.0)
-        if not graph:
-            x = x.detach()
-        acc = None
-        shape = (-1,) + (1,) * (x0.dim() - 1)
-        for _ in range(steps):
-            a = self._grad_var(x, graph)
-            if self.blur_target_detached:
-                if graph:
-                    _, _, target = self._forward_tap(self.blur(x))
-                else:
-                    with torch.no_grad():
-                        _, _, target = self._forward_tap(self.blur(x))
-                _, _, emb = self._forward_tap(a)
-            else:
-                # gradient flows through both branches: one forward on the concatenated batch
-                n = a.shape[0]
-                _, _, both = self._forward_tap(torch.cat([a, self.blur(a)]))
-                emb, target = both[:n], both[n:]
-            d = F.cosine_similarity(_up(emb), _up(target), dim=1)
-            (grad,) = torch.autograd.grad(d.sum(), a, create_graph=graph)
-            if self.momentum is not None:
-                grad = grad / grad.abs().flatten(1).sum(1).clamp_min(1e-30).view(shape)
-                acc = grad if acc is None else self.momentum * acc + grad
-                grad = acc
-            x = _project(x + alpha * self._direction(grad), x0, eps)
-            if not graph:
-                x = x.detach()
-            if on_iterate is not None:
-                on_iterate(x)
-        return x
+        """Coarse shifting, Alg. 1, with this defense's current settings (:func:`.stages.coarse_shift`)."""
+        return coarse_shift(self._forward_tap, self.blur, x0, indices, eps=self.coarse_eps, steps=self.coarse_steps,
+                            alpha=self.coarse_step, momentum=self.momentum, random_start=self.random_start,
+                            blur_target_detached=self.blur_target_detached, seed=self.seed,
+                            surrogate=self.surrogate, graph=graph, on_iterate=on_iterate)
 
     def _fine(self, x_adv: torch.Tensor, x_coarse: torch.Tensor, graph: bool) -> torch.Tensor:
-        """Fine alignment, Alg. 2 / MILD (Eq. 8–11), from x_adv with x' = ``x_coarse`` fixed."""
-        eps, steps, alpha = self.fine_eps, self.fine_steps, self.fine_step
-        if steps == 0:
-            return x_adv
-        n = x_adv.shape[0]
-        ctx = contextlib.nullcontext() if graph else torch.no_grad()
-        with ctx:  # targets f_l(x_adv), f_l(x'): constants, both in one forward
-            _, feats, _ = self._forward_tap(torch.cat([x_adv, x_coarse]))
-            base = {k: v[:n] for k, v in feats.items()}
-            ref = {k: v[n:] for k, v in feats.items()}
-            base_lp = _lpips_normalize([base[l] for l in self.lpips_layers]) if self.lpips_weight else None
-        x = x_adv if graph else x_adv.detach()
-        for k in range(steps):
-            a = self._grad_var(x, graph)
-            _, cur, _ = self._forward_tap(a)
-            obj = self.ila_weight * self._ila(cur, base, ref, self.ila_reduce)
-            # At k = 0, x'' = x_adv: LPIPS is 0 and non-differentiable (a cone); its subgradient is 0 (as with the
-            # authors' norm). Skipping it also keeps float noise between batch shapes out of the first step.
-            if self.lpips_weight and k > 0:
-                d = _lpips_normalize([cur[l] for l in self.lpips_layers]) - base_lp
-                obj = obj - self.lpips_weight * _safe_norm(d)
-            (grad,) = torch.autograd.grad(obj.sum(), a, create_graph=graph)
-            x = _project(x + alpha * self._direction(grad), x_adv, eps)
-            if not graph:
-                x = x.detach()
-        return x
+        """Fine alignment, Alg. 2 / MILD, with this defense's current settings (:func:`.stages.fine_align`)."""
+        return fine_align(self._forward_tap, x_adv, x_coarse, eps=self.fine_eps, steps=self.fine_steps,
+                          alpha=self.fine_step, layers=self.fine_layers, ila_weight=self.ila_weight,
+                          ila_reduce=self.ila_reduce, norm_refs=self._norm_refs(), lpips_weight=self.lpips_weight,
+                          lpips_layers=self.lpips_layers, surrogate=self.surrogate, graph=graph)
 
     def _purify(self, x: torch.Tensor, indices: torch.Tensor | None, graph: bool) -> dict[str, torch.Tensor]:
         self._check_input(x)
@@ -559,6 +339,24 @@ class ZeroPur(nn.Module):
     def purify_stages(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """{'coarse': x' , 'purified': final} from one run (the coarse result is computed anyway for 'cf')."""
         return {k: v.detach() for k, v in self._purify(x, indices, False).items()}
+
+    def coarse_iterates(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Every iterate x_0 = ``x``, x_1 .. x_K of coarse shifting (Alg. 1; the paper's Fig. 3 plots their
+        embeddings), detached. ``indices`` as in :meth:`purify`. x_K is checked bit for bit against
+        ``purify_stages(x, indices)['coarse']``, so the iterates are those the defense itself runs through (a
+        :class:`UserError` if not). No gradient."""
+        self._check_input(x)
+        idx = torch.arange(x.shape[0], device=x.device) if indices is None else \
+            torch.as_tensor(indices, device=x.device)
+        out = [x.detach().clone()]
+        if self.coarse_steps > 0:
+            with self._session(x) as x0:
+                self._coarse(x0, idx, graph=False, on_iterate=lambda t: out.append(t.detach().clone()))
+            ref = self.purify_stages(x, idx)["coarse"]
+            if not torch.equal(ref, out[-1]):
+                raise UserError("the coarse iterates recorded here do not reproduce ZeroPur's own result (max "
+                                f"difference {float((ref - out[-1]).abs().max()):.3g})")
+        return out
 
     def align(self, x: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """Fine alignment alone (Alg. 2) from ``x`` with a given coarse result x' (e.g. from

@@ -1,10 +1,6 @@
-"""Run records: one JSON file per run, written atomically, with the stable keys other tools read.
+"""What a record's per-example vectors and summaries mean, and how they are computed (schema v2).
 
-Layout (``docs/architecture.md``): ``config``, ``keys``, ``summary``, ``examples``, ``variants``, ``estimator``,
-``provenance``, ``cost``, ``environment``, ``model_info``. Partial results live in ``<record>.partial/`` (one
-JSON per finished batch) until the run completes, so a killed run resumes at batch granularity.
-
-Semantics (schema v2), per example and per defense variant:
+Per example and per defense variant:
 
 * ``defended_clean_correct``: the defended model is right on the unperturbed image;
 * ``adv_correct[a]``: right on attack ``a``'s input, clean result ignored: the paper's protocol (adaptive
@@ -19,77 +15,13 @@ Hence ``robust_acc[a] ≤ defended_clean_acc`` and ``worst_case_acc ≤ min robu
 """
 from __future__ import annotations
 
-import importlib.metadata
-import json
-import os
-import platform
-import subprocess
-import tempfile
-from pathlib import Path
 from typing import Any
 
-SCHEMA = "zeropur-bench/record/v2"
-OLD_SCHEMAS = ("zeropur-bench/record/v1",)
-PACKAGES = ("zeropur-bench", "torch", "torchvision", "robustbench", "pyautoattack", "torchattacks", "numpy")
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to a temp file in the same folder, fsync, then ``os.replace``: never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def git_commit(repo: str | os.PathLike | None = None) -> str | None:
-    repo = Path(repo or Path(__file__).resolve().parents[1])
-    try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def environment() -> dict:
-    versions = {}
-    for p in PACKAGES:
-        try:
-            versions[p] = importlib.metadata.version(p)
-        except importlib.metadata.PackageNotFoundError:
-            versions[p] = None
-    return {"packages": versions, "python": platform.python_version(), "platform": platform.platform(),
-            "processor": platform.machine(), "cpu_count": os.cpu_count(), "git_commit": git_commit()}
-
-
-def load_record(path: str | os.PathLike) -> dict:
-    with open(path) as f:
-        rec = json.load(f)
-    if rec.get("schema") in OLD_SCHEMAS:
-        raise ValueError(f"{path} is a {rec['schema']} record, made before robust accuracy required the clean "
-                         f"image right too; re-make it with the same command")
-    if rec.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: not a {SCHEMA} record")
-    return rec
+from ..stats import wilson
 
 
 # -- summaries ---------------------------------------------------------------------------------------------------
 def _acc_ci(v: list[bool]) -> tuple[float, list[float]]:
-    from .stats import wilson
-
     n = len(v)
     if not n:
         return float("nan"), [float("nan"), float("nan")]
@@ -147,18 +79,3 @@ def step_curves(defended_clean: list[bool], first_broken: list[int | None], fina
         any_r.append(sum(a and c for a, c in zip(alive, defended_clean)) / n)
     return {"robust_any_step": any_r, "robust_final": [k / n for k in final_counts],
             "adv_any_step": any_a, "adv_final": [k / n for k in adv_final_counts]}
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write text via a temp file + ``os.replace`` (no half-written tables)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text if text.endswith("\n") else text + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -1,0 +1,57 @@
+"""``zeropur-bench table``: one of the paper's Tables 2–6 from the records found."""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import click
+
+from ..errors import UserError, friendly, one_line
+
+
+@click.command("table")
+@click.option("--out", required=True, help="Output file, e.g. results/table2.md (the table number is taken from "
+              "the name unless --table is given; .csv / .tex choose the format), or a folder (with --table).")
+@click.option("--table", "table_no", type=int, default=None, help="Paper table number: 2, 3, 4, 5 or 6.")
+@click.option("--results", "results_dir", default="results", show_default=True, help="Folder of run records.")
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default=None,
+              help="Default: from the file suffix (.md markdown, .csv, .tex latex).")
+@friendly
+def table_cmd(out: str, table_no: int | None, results_dir: str, fmt: str | None) -> None:
+    """Render one of the paper's Tables 2–6 from the records found plus the reference rows in leaderboards/
+    (markdown and LaTeX get a CSV beside them with every number at full precision).
+
+    \b
+    Example:
+      zeropur-bench table --out results/table2.md
+      zeropur-bench table --out results/t4.csv --table 4
+    """
+    from ..fsio import write_text_atomic
+    from ..reports import infer_format, infer_table_number, load_records, render_table
+    from ..store import resolve_out
+
+    folder = out.endswith(("/", os.sep)) or Path(out).is_dir()
+    if folder and table_no is None:
+        raise UserError(f"--out '{out}' is a folder: give --table N (2..6) to name the file, or give a file name "
+                        "such as results/table2.md")
+    number = table_no if table_no is not None else infer_table_number(out)
+    if number not in (2, 3, 4, 5, 6):
+        raise UserError(f"table {number} is not one of the paper's result tables 2, 3, 4, 5, 6")
+    ext = {"csv": ".csv", "latex": ".tex"}.get(fmt or "markdown", ".md")
+    path = resolve_out(out, f"table{number}{ext}")
+    out = str(path)
+    fmt = fmt or infer_format(out)
+    with warnings.catch_warnings(record=True) as caught:  # a skipped record: one line each, not a Python warning
+        warnings.simplefilter("always")
+        records = load_records(results_dir)
+    for w in caught:
+        click.echo(f"warning: {one_line(str(w.message))}", err=True)
+    text = render_table(number, records, fmt=fmt)
+    write_text_atomic(out, text)
+    click.echo(text)
+    click.echo(f"table {number} written to {out}", err=True)
+    if fmt != "csv":  # every number at full precision beside the table
+        csv_path = path.with_suffix(".csv")
+        write_text_atomic(csv_path, render_table(number, records, fmt="csv"))
+        click.echo(f"its numbers at full precision: {csv_path}", err=True)

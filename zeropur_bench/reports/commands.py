@@ -1,0 +1,181 @@
+"""What a table lacks, and the exact command that fills it (only commands that work today).
+
+Every value taken from a record is shell-quoted (``shlex.quote``): a path with a space stays one argument and a
+record's field can never become shell syntax when a reader copies the command.
+"""
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..fmt import fmt_value
+from .match import MeasuredRow, recipe_key
+from .paper import PaperRow, TableSpec
+
+FILL_N_EX = 1000  # examples in the commands that fill a paper row (the paper: the full 10,000)
+_TOL = 1e-6
+
+
+@dataclass
+class Missing:
+    """One item of the missing list: what is not measured, and the command(s) that measure it."""
+
+    what: str
+    commands: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+def _q(v: Any) -> str:
+    return shlex.quote(str(v))
+
+
+def _zp_opts(overrides: dict) -> str:
+    def v(x: Any) -> str:
+        if isinstance(x, bool):
+            return "true" if x else "false"
+        if x is None:
+            return "none"
+        if isinstance(x, (list, tuple)):
+            return "|".join(v(t) for t in x)
+        return repr(x) if isinstance(x, float) else str(x)
+
+    return ",".join(f"{k}={v(x)}" for k, x in sorted(overrides.items()))
+
+
+def run_command(*, dataset: str, threat: str, model: str, checkpoint: str | None = None, recipe: str | None = None,
+                eps: float | None = None, defense: str = "zeropur", stages: list[str] | tuple[str, ...] = (),
+                profiles: list[str] | tuple[str, ...] = (), blur: str | None = None,
+                overrides: dict | None = None, setting: str = "transfer", attacks: list[str] | tuple[str, ...] = (),
+                n_ex: int | None = None) -> str:
+    """A ``zeropur-bench run`` command line, every value quoted."""
+    from ..evaluate import default_eps
+
+    parts = ["zeropur-bench run", f"--dataset {_q(dataset)}", f"--threat {_q(threat)}", f"--model {_q(model)}"]
+    if checkpoint:
+        parts.append(f"--checkpoint {_q(checkpoint)}")
+    if recipe:
+        parts.append(f"--recipe {_q(recipe)}")
+    if eps is not None and abs(eps - default_eps(dataset, threat)) > _TOL:
+        parts.append(f"--eps {_q(fmt_value(float(eps)))}")
+    if defense != "zeropur":
+        parts.append(f"--defense {_q(defense)}")
+    parts += [f"--stages {_q(s)}" for s in stages] + [f"--profile {_q(p)}" for p in profiles]
+    if blur:
+        parts.append(f"--blur {_q(blur)}")
+    if overrides:
+        parts.append(f"--zp {_q(_zp_opts(overrides))}")
+    if setting != "transfer":
+        parts.append(f"--setting {_q(setting)}")
+    parts += [f"--attack {_q(a)}" for a in attacks]
+    if n_ex:
+        parts.append(f"--n-ex {int(n_ex)}")
+    return " ".join(parts)
+
+
+def _row_command(spec: TableSpec, r: MeasuredRow, setting: str, attacks: list[str], stages: list[str],
+                 profiles: list[str]) -> str:
+    rec, v = r.record, r.variant
+    ckpt = rec.checkpoint
+    return run_command(dataset=rec.dataset, threat=spec.threat, model=rec.model, checkpoint=ckpt,
+                       recipe=rec.recipe if ckpt and rec.recipe else None, eps=rec.eps,
+                       defense=v.name, stages=stages, profiles=profiles, blur=v.blur,
+                       overrides=v.overrides if v.is_zeropur else None, setting=setting, attacks=attacks,
+                       n_ex=rec.n)
+
+
+def missing_attacks(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
+    """Records that lack one of the table's attacks (or ran it with other settings): one command per record
+    that runs every attack of the table with the record's settings."""
+    out: dict[str, Missing] = {}
+    for r in rows:
+        if spec.number == 6:
+            continue
+        keys = {a.key for a in r.record.attacks}
+        lacking = [m for m in spec.metrics if m.kind == "attack" and m.key not in keys]
+        if not lacking:
+            continue
+        near = [a.key for m in lacking for a in r.record.attacks if a.family in m.family]
+        cmd = _row_command(spec, r, spec.setting, spec.attack_args, [], [])
+        item = out.setdefault(r.record.path or r.rid, Missing(
+            f"{', '.join(m.name for m in lacking)} for {r.record.model} ({r.record.path})", [cmd],
+            (f"the record's {', '.join(near)} {'is' if len(near) == 1 else 'are'} not "
+             f"{' / '.join(m.settings for m in lacking)}") if near else ""))
+        item.commands = [cmd]
+    return list(out.values())
+
+
+def missing_adaptive(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
+    """Table 2's adaptive column: one command per classifier that makes the adaptive record of every ZeroPur
+    variant of it that has none."""
+    if not spec.adaptive_column:
+        return []
+    groups: dict[tuple, list[MeasuredRow]] = {}
+    for r in rows:
+        if r.variant.is_zeropur and r.adaptive is None:
+            key = (r.record.model, r.record.checkpoint, r.variant.blur, tuple(sorted(r.variant.overrides.items())))
+            groups.setdefault(key, []).append(r)
+    out = []
+    for rs in groups.values():
+        stages = sorted({str(r.variant.stages) for r in rs})
+        profiles = sorted({str(r.variant.profile) for r in rs})
+        cmd = _row_command(spec, rs[0], "adaptive", ["bpda-eot"], stages, profiles)
+        out.append(Missing(f"BPDA+EOT column for {', '.join(r.rid for r in rs)}", [cmd]))
+    return out
+
+
+def missing_paper_rows(spec: TableSpec, prows: list[PaperRow], rows: list[MeasuredRow]) -> list[Missing]:
+    """The paper's ZeroPur rows not measured on their own architecture (one item per architecture and recipe:
+    train the classifier, then run it), and rows of the paper's first architecture with no measured row beneath
+    at all (the project's shipped ResNet-20 of that recipe, where one is shipped)."""
+    from .. import registry
+
+    stand_ins: dict[str, list[PaperRow]] = {}
+    own: dict[tuple[str, str], list[PaperRow]] = {}
+    zp = [p for p in prows if p.zeropur]
+    first = min((p.group for p in zp), default=0)  # the architecture group stand-ins stand under
+    for p in zp:
+        beneath = [r for r in rows if r.paper is p]
+        if not any(r.same_arch for r in beneath):
+            own.setdefault((p.arch, p.recipe), []).append(p)
+        if (not beneath and p.group == first and p.recipe
+                and registry.get(f"resnet20-{spec.default_dataset}-{p.recipe}") is not None):
+            stand_ins.setdefault(p.recipe, []).append(p)
+    out: list[Missing] = []
+    for recipe, ps in stand_ins.items():
+        cmd = run_command(dataset=spec.default_dataset, threat=spec.threat,
+                          model=f"resnet20-{spec.default_dataset}-{recipe}", stages=sorted({p.stages for p in ps}),
+                          setting=spec.setting, attacks=spec.attack_args, n_ex=FILL_N_EX)
+        out.append(Missing(f"{', '.join(p.method for p in ps)} on the shipped ResNet-20 ({recipe})", [cmd]))
+    by_arch: dict[str, list[PaperRow]] = {}
+    for (arch, _), ps in own.items():
+        by_arch.setdefault(arch, []).extend(ps)
+    for arch, ps in by_arch.items():
+        out.append(_train_then_run(spec, arch, ps))
+    return out
+
+
+def _train_then_run(spec: TableSpec, arch: str, ps: list[PaperRow]) -> Missing:
+    """The paper's rows on one of its own architectures: train each recipe's classifier, then run it."""
+    methods = ", ".join(dict.fromkeys(p.method for p in ps))
+    name = {"resnet18": "resnet18", "wrn2810": "wrn-28-10"}.get(ps[0].arch_key)
+    recipes = list(dict.fromkeys(p.recipe for p in ps if p.recipe))
+    if name is None or spec.default_dataset not in ("cifar10", "cifar100") or not recipes:
+        return Missing(f"{methods} on {arch or 'the paper’s classifier'}", [],
+                       "needs data or a classifier this repository does not ship")
+    run_dir = f"runs/{name}-{spec.default_dataset}-$r"
+    run = run_command(dataset=spec.default_dataset, threat=spec.threat, model=name, checkpoint="CKPT",
+                      recipe="RECIPE", stages=sorted({p.stages for p in ps if p.stages}), setting=spec.setting,
+                      attacks=spec.attack_args, n_ex=FILL_N_EX)
+    run = run.replace("CKPT", f"{run_dir}/model.pt").replace("RECIPE", "$r")
+    loop = (f"for r in {' '.join(recipes)}; do zeropur-bench train --dataset {spec.default_dataset} --arch {name} "
+            f"--aug $r --epochs 120 --out {run_dir} && {run}; done")
+    return Missing(f"{methods} on the paper's {arch}", [loop],
+                   "no classifier of this architecture is shipped; training one is a GPU job")
+
+
+def missing_list(spec: TableSpec, prows: list[PaperRow], rows: list[MeasuredRow]) -> list[Missing]:
+    return missing_paper_rows(spec, prows, rows) + missing_attacks(spec, rows) + missing_adaptive(spec, rows)
+
+
+__all__ = ["FILL_N_EX", "Missing", "missing_list", "recipe_key", "run_command"]

@@ -1,0 +1,238 @@
+"""What a run is made of, below the CLI: parsing of option text (numbers, ``k=v`` lists, attacks), the defaults
+a run falls back on (classifier, blur, profile, number of examples, attacks), the defense variants of a run,
+their calibrations, and the end-of-run summary table.
+
+``zeropur_bench.cli`` and the library (``sweep``, benchmarks) share these; nothing here imports Click. Messages
+go through an ``echo`` callable (stderr by default), user errors are :class:`~zeropur_bench.errors.UserError`.
+"""
+from __future__ import annotations
+
+import sys
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+from .errors import UserError
+
+if TYPE_CHECKING:  # the engine imports torch: loaded only when a run is built
+    from torch import nn
+
+    from .evaluate import AttackSpec, DefenseSpec
+
+PROFILE_NAMES = ("authors", "paper", "calibrated")
+DEFAULT_PROFILE = "calibrated"  # issue 20: the measurements behind this choice are in README "The calibrated profile"
+# The paper's blur per training recipe (Sec. 4.1): median 3x3 for 'Vanilla' classifiers, gaussian sigma 1.2 for
+# 'Standard' / 'Strong'.
+PAPER_BLUR = {"vanilla": "median:3", "standard": "gaussian:1.2", "strong": "gaussian:1.2"}
+FALLBACK_BLUR = "median:3"
+
+Echo = Callable[[str], None]
+
+
+def to_stderr(message: str) -> None:
+    """The default ``echo``: one message per line on stderr."""
+    print(message, file=sys.stderr)
+
+
+# -- option text ------------------------------------------------------------------------------------------------
+def parse_number(text: str, what: str = "value") -> float:
+    """'8/255', '0.031', '0.5' → float."""
+    try:
+        return float(Fraction(text.strip()))
+    except (ValueError, ZeroDivisionError):
+        raise UserError(f"{what} must be a number or a fraction like 8/255, got '{text}'") from None
+
+
+def parse_value(text: str) -> Any:
+    """A typed value: true/false, none/null, an int, a number or fraction, ``a|b|c`` a list, else the text."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    if "/" in text or any(ch.isdigit() for ch in text):
+        try:
+            return float(Fraction(text))
+        except (ValueError, ZeroDivisionError):
+            pass
+    if "|" in text:  # a list, e.g. lambdas=0.1|1|10
+        return [parse_value(t) for t in text.split("|")]
+    return text
+
+
+def parse_kv(items: str, what: str) -> dict[str, Any]:
+    """``'coarse_steps=5,fine-steps=20'`` → ``{'coarse_steps': 5, 'fine_steps': 20}`` (``what`` names the option)."""
+    out: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in items.split(","))):
+        if "=" not in item:
+            raise UserError(f"{what}: expected KEY=VALUE, got '{item}'")
+        k, v = item.split("=", 1)
+        out[k.strip().replace("-", "_")] = parse_value(v)
+    return out
+
+
+def parse_attack(text: str) -> AttackSpec:
+    """``NAME`` or ``NAME:key=value,key=value`` (e.g. ``pgd:steps=40``, ``autoattack:version=standard``)."""
+    from .evaluate import AttackSpec
+
+    name, _, rest = text.partition(":")
+    return AttackSpec(name=name.strip(), params=parse_kv(rest, f"--attack {text}"))
+
+
+# -- defaults ---------------------------------------------------------------------------------------------------
+def default_model(dataset: str) -> tuple[str, str]:
+    """(model, message): the project's shipped ``resnet20-<dataset>-standard`` where it is registered, else
+    RobustBench's standard model (``Standard`` on CIFAR-10, ``Standard_R50`` on ImageNet)."""
+    from . import registry
+
+    name = f"resnet20-{dataset}-standard"
+    if registry.get(name) is not None:
+        return name, f"default classifier: shipped '{name}' (ResNet-20, 'Standard' recipe; `zeropur-bench list`)"
+    zoo = {"cifar10": "Standard", "imagenet": "Standard_R50"}.get(dataset)
+    if zoo is None:
+        raise UserError(f"no default {dataset} classifier is shipped yet (see zeropur_bench/weights/README.md); "
+                        f"pass --model ARCH --checkpoint PATH (e.g. one trained with `zeropur-bench train`)")
+    return zoo, (f"default classifier: RobustBench '{zoo}'; offline it needs models/{dataset}/Linf/{zoo}.pt — or "
+                 f"pass e.g. --model resnet20-cifar10-public")
+
+
+def default_blur(model: str, checkpoint: str | None = None, recipe: str | None = None) -> str:
+    """The paper's blur for the classifier's recipe (``--recipe``, else the registry's), else median:3."""
+    from . import registry
+
+    if recipe is None and checkpoint is None and registry.get(model) is not None:
+        recipe = registry.get(model).recipe
+    return PAPER_BLUR.get(str(recipe or "").lower(), FALLBACK_BLUR)
+
+
+def default_n_ex(model: str) -> int:
+    """100 test examples for the built-in CIFAR ResNets (a few minutes on 2 CPU cores), 10 for other models
+    (RobustBench's WRN-28-10 is ~40x slower on CPU)."""
+    from . import registry
+    from .archs import ARCHS
+
+    arch = registry.get(model).arch if registry.get(model) else model
+    return 100 if arch in ARCHS and arch.startswith("resnet") and arch != "resnet18" else 10
+
+
+def default_attacks() -> list[AttackSpec]:
+    """PGD-20 and AutoAttack-rand (the paper's Tables 2–5)."""
+    from .evaluate import AttackSpec
+
+    return [AttackSpec("pgd"), AttackSpec("autoattack", {"version": "rand"})]
+
+
+# -- defense variants and their calibrations --------------------------------------------------------------------
+def build_variants(defenses: list[str], stages: Sequence[str], profiles: list[str], blurs: list[str],
+                   overrides: dict) -> list[DefenseSpec]:
+    """The defense variants of a run, in display order: the blur alone, then per blur and profile C and C-F
+    (calibrations are attached by :func:`attach_calibrations`). C under 'calibrated' is C under 'authors' (the
+    calibration only changes the fine stage), so with both profiles it is made once, as the authors'."""
+    from .defense.blur import make_blur
+    from .evaluate import DefenseSpec
+
+    for b in blurs:  # validate blur specs before any work
+        make_blur(b)
+    stage_list = list(dict.fromkeys(stages)) or ["c", "cf"]
+    many_b, many_p = len(blurs) > 1, len(profiles) > 1
+    out = []
+    if "none" in defenses:
+        out.append(DefenseSpec(name="none"))
+    if "blur" in defenses:
+        out += [DefenseSpec(name="blur", blur=b, label="blur" + (f"-{b}" if many_b else "")) for b in blurs]
+    if "zeropur" in defenses:
+        for b in blurs:
+            for p in profiles:
+                for st in stage_list:
+                    if st == "c" and p == "calibrated" and "authors" in profiles:
+                        continue
+                    label = f"zeropur-{st}" + (f"-{p}" if many_p else "") + (f"-{b}" if many_b else "")
+                    out.append(DefenseSpec(profile=p, stages=st, blur=b, overrides=overrides, label=label))
+    return out
+
+
+def load_for_calibration(model: str, dataset: str, threat: str, checkpoint: str | None, model_dir: str | None,
+                         device: str) -> tuple[nn.Module, Any]:
+    """(classifier, info), loaded once for the calibration lookup and handed to the engine."""
+    from .classifiers import load_classifier
+    from .device import check_device
+
+    check_device(device)
+    return load_classifier(model, dataset, threat, checkpoint=checkpoint, model_dir=model_dir, device=device,
+                           return_info=True)
+
+
+def attach_calibrations(variants: Sequence[DefenseSpec], model: str, dataset: str, threat: str,
+                        checkpoint: str | None, model_dir: str | None, device: str, calibration_file: str | None,
+                        data_dir: str | None, echo: Echo = to_stderr) -> tuple[Any, Any] | None:
+    """Give every ``calibrated`` ZeroPur variant its calibration (``DefenseSpec.calibration``): None where the
+    classifier's shipped one exists, the named file's, or one computed now on clean training images (said through
+    ``echo``); never a silent fall back to the authors' 1e-4. Returns the (classifier, info) it loaded, or None
+    when no variant is calibrated (then a ``calibration_file`` is a :class:`UserError`)."""
+    from . import registry
+    from .defense.blur import make_blur
+    from .defense.calibrate import calibrate
+    from .defense.calibration import DEFAULT_RULE, load_calibration, weights_sha256
+
+    targets = [v for v in variants if v.name == "zeropur" and v.profile == "calibrated"]
+    if not targets:
+        if calibration_file is not None:
+            raise UserError("--calibration is for --profile calibrated")
+        return None
+    loaded = load_for_calibration(model, dataset, threat, checkpoint, model_dir, device)
+    given = load_calibration(calibration_file).to_dict() if calibration_file is not None else None
+    sha = weights_sha256(loaded[0])
+    fitted: dict[str, dict | None] = {}
+    for v in targets:
+        spec = make_blur(v.blur).spec
+        if spec not in fitted:
+            if given is not None or registry.calibration_for(sha, spec, DEFAULT_RULE) is not None:
+                fitted[spec] = given
+            else:
+                echo(f"profile calibrated: this classifier has no shipped calibration for blur {spec}; "
+                     f"calibrating now (rule {DEFAULT_RULE}, clean {dataset} training images; save one with "
+                     "`zeropur-bench calibrate` and pass --calibration to skip this)")
+                fitted[spec] = calibrate(loaded[0], dataset, blur=v.blur, data_dir=data_dir, echo=echo).to_dict()
+        v.calibration = fitted[spec]
+    return loaded
+
+
+# -- the end-of-run table ---------------------------------------------------------------------------------------
+def summary_text(record: dict) -> str:
+    """The end-of-run tables: robust accuracy (defended clean ∧ adversarial) per defense variant and attack, with
+    final-only beside any-step for adaptive iterative attacks; then the paper's protocol (accuracy on the
+    adversarial input alone), clearly apart. Percent with 95% Wilson intervals."""
+    import pandas as pd
+
+    from .fmt import pct_ci
+
+    c = record["config"]
+    robust_rows, paper_rows = [], []
+    blocks = []
+    if record.get("bare_classifier") is not None:
+        blocks.append(("none (bare classifier)", record["bare_classifier"], "clean_acc"))
+    blocks += [(k, v["summary"], "defended_clean_acc") for k, v in record["variants"].items()]
+    for name, s, clean_key in blocks:
+        row = {"defense": name, "clean": pct_ci(s[clean_key], s["ci95"][clean_key], 1)}
+        prow = dict(row)
+        for a in s["robust_acc"]:
+            row[a] = pct_ci(s["robust_acc"][a], s["ci95"]["robust_acc"][a], 1)
+            if a in s.get("robust_final_acc", {}):
+                row[a + " (final only)"] = pct_ci(s["robust_final_acc"][a], s["ci95"]["robust_final_acc"][a], 1)
+            prow[a] = pct_ci(s["adv_acc"][a], s["ci95"]["adv_acc"][a], 1)
+        row["worst case"] = pct_ci(s["worst_case_acc"], s["ci95"]["worst_case_acc"], 1)
+        robust_rows.append(row)
+        paper_rows.append(prow)
+    head = (f"{c['dataset']} {c['threat']} eps={c['eps_str']} {c['setting']} | model {c['model']} | "
+            f"n={record['summary']['n']} | accuracy % [95% Wilson CI]")
+    any_step = " (adaptive: any step, an image broken at any iterate stays broken)" if c["setting"] == "adaptive" else ""
+    if c.get("cascade"):
+        any_step += ("; a cascade: each attack after the first ran on the survivors of the ones before it, so its "
+                     "column is the worst case so far")
+    return (head + f"\n\nRobust accuracy = right on the clean image AND on the attack's input{any_step}:\n"
+            + pd.DataFrame(robust_rows).to_markdown(index=False)
+            + "\n\nPaper's protocol, for comparison with the paper only: right on the attack's input, clean result "
+              "ignored (not a robustness claim):\n" + pd.DataFrame(paper_rows).to_markdown(index=False))
