@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+from pathlib import Path
 import time
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -336,6 +337,20 @@ FLAG_TEXT = {"eps-sweep": "attack does not drive robust accuracy to ~0 at large 
              "adaptive-vs-transfer": "adaptive attack weaker than the transfer attack on the same examples"}
 
 
+def _check_out(path: Path) -> None:
+    import json
+
+    if path.is_dir():
+        raise UserError(f"--out '{path}' is a folder; give a file name such as {path / 'sanity.json'}")
+    if path.exists():
+        try:
+            ok = json.loads(path.read_text(encoding="utf-8")).get("schema") == "zeropur-bench/sanity/v2"
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            ok = False
+        if not ok:
+            raise UserError(f"--out '{path}' exists and is not a sanity report; refusing to overwrite it")
+
+
 def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,
                eps_grid: Sequence[float] = DEFAULT_EPS_GRID, attack: AttackSpec | None = None,
                steps_factor: int = 2, square_queries: int = DEFAULT_SQUARE_QUERIES,
@@ -348,6 +363,8 @@ def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,
     config's eps and counted in the gradient side of checks 3–4 (e.g. ``defense-aware``). Returns a JSON-able
     report ``{"checks": [...], "flags": [...], "n", "config", ...}``, also written to ``out`` if given.
     """
+    if out is not None:
+        _check_out(Path(out))  # before minutes of attacks, never over a file that is not a sanity report
     plan = _plan(config, attack, eps_grid, steps_factor, square_queries, extra_attacks)
     t0 = time.perf_counter()
     runs = _run_all(plan, data_dir, progress)

@@ -174,8 +174,28 @@ def _train_then_run(spec: TableSpec, arch: str, ps: list[PaperRow]) -> Missing:
                    "no classifier of this architecture is shipped; training one is a GPU job")
 
 
+def missing_suite(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
+    """Table 6: a ZeroPur row that something survived, with no gradient-free attack: BPDA+EOT then Square (1,000
+    queries) as a cascade, the least a worst case needs (a gradient attack alone can be masked)."""
+    if spec.number != 6:
+        return []
+    out = []
+    for r in rows:
+        worst = r.variant.metric("worst_case_acc")
+        if not r.variant.is_zeropur or not worst.measured or worst.acc == 0:
+            continue
+        if any(a.family == "square" for a in r.record.attacks):
+            continue
+        cmd = _row_command(spec, r, "adaptive", ["bpda-eot", "square:n_queries=1000"], [str(r.variant.stages)],
+                           [str(r.variant.profile)])
+        out.append(Missing(f"a gradient-free attack for {r.rid}", [cmd.replace(" --setting adaptive",
+                                                                               " --setting adaptive --cascade")]))
+    return out
+
+
 def missing_list(spec: TableSpec, prows: list[PaperRow], rows: list[MeasuredRow]) -> list[Missing]:
-    return missing_paper_rows(spec, prows, rows) + missing_attacks(spec, rows) + missing_adaptive(spec, rows)
+    return (missing_paper_rows(spec, prows, rows) + missing_attacks(spec, rows) + missing_adaptive(spec, rows)
+            + missing_suite(spec, rows))
 
 
 __all__ = ["FILL_N_EX", "Missing", "missing_list", "recipe_key", "run_command"]

@@ -169,6 +169,58 @@ def compact_frame(spec: TableSpec, rows: list[MeasuredRow]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+SUITE = (("bpda-eot", "BPDA+EOT"), ("square", "Square"), ("defense-aware", "Defense-aware"), ("pgd-eot", "PGD-EOT"),
+         ("autoattack", "AutoAttack-BPDA"))
+WORST_COL = "Worst case (clean ∧ every attack)"
+
+
+def _suite_attack(r: MeasuredRow, family: str) -> Any:
+    if family == "bpda-eot":
+        return r.attack
+    return next((a for a in r.record.attacks if a.family == family), None)
+
+
+def suite_frame(rows: list[MeasuredRow]) -> pd.DataFrame:
+    """Table 6: per measured row, robust accuracy under each attack family of the adaptive suite (a cascade's
+    later attacks on the survivors of the earlier ones, said in the cell) and the per-example worst case."""
+    data = []
+    for r in rows:
+        v = r.variant
+        attacked = v.summary.get("attacked_n") or {}
+        d = {"Row": f"{r.rid} {r.label} · {r.arch.short} {r.record.recipe or ''}".rstrip(), "n": str(v.n),
+             CLEAN_COL: pct_ci(*_mc(v.metric("defended_clean_acc"))) or MISSING}
+        for family, name in SUITE:
+            a = _suite_attack(r, family)
+            cell = pct_ci(*_mc(v.metric("robust_acc", a.key))) if a is not None else None
+            if cell and a.key in attacked and attacked[a.key] < v.n:
+                cell += f" · on {attacked[a.key]} survivors"
+            d[name] = cell or MISSING
+        d[WORST_COL] = pct_ci(*_mc(v.metric("worst_case_acc"))) or MISSING
+        data.append(d)
+    return pd.DataFrame(data)
+
+
+def cost_frame(rows: list[MeasuredRow]) -> pd.DataFrame:
+    """Table 6: how hard each number was attacked: classifier forward passes per image (all attacked examples'
+    passes over n) and the wall time of each cell on the CPU that made the record."""
+    data = []
+    for r in rows:
+        d, total_p, total_s = {"Row": r.rid}, 0.0, 0.0
+        for family, name in SUITE:
+            a = _suite_attack(r, family)
+            c = r.record.cost(a.key) if a is not None else {}
+            fwd, sec = c.get("forward_passes_per_image"), c.get("seconds_per_image")
+            if not isinstance(fwd, (int, float)) or not isinstance(sec, (int, float)):
+                d[name] = MISSING
+                continue
+            total_p, total_s = total_p + fwd, total_s + sec
+            d[name] = f"{fwd:,.0f} passes/img · {sec * r.variant.n / 60:.1f} min"
+        d["Total"] = f"{total_p:,.0f} passes/img · {total_s * r.variant.n / 60:.1f} min"
+        d["Record"] = str(r.record.path or MISSING)
+        data.append(d)
+    return pd.DataFrame(data)
+
+
 def _mc(val: Value) -> tuple[float | None, Any, int]:
     return val.acc, val.ci, DIGITS
 
@@ -216,6 +268,14 @@ def render_markdown(doc: Document) -> str:
                 f"{PASSES_COL}: classifier forward passes per defended prediction, measured."
                 + (f" {ADAPTIVE_COL}: from the adaptive record of the same classifier and ZeroPur settings."
                    if spec.adaptive_column else "")]
+    if spec.number == 6 and doc.rows:
+        out += ["", "### Worst case over the adaptive suite", "", _md(suite_frame(doc.rows)), "",
+                "Robust accuracy (clean ∧ adversarial, any step) per attack; in a cascade each attack after the "
+                "first ran only on the survivors of the ones before it, so its cell is the worst case so far. "
+                f"{WORST_COL}: per example, over every attack of the record (Wilson 95% CI).", "",
+                "### Attack cost", "", _md(cost_frame(doc.rows)), "",
+                "Classifier forward passes per image (inside the purifier too) and the wall time of each cell on the "
+                "2-core CPU that made the record (one torch thread)."]
     if doc.missing:
         out += ["", "### Not measured here", ""]
         for item in doc.missing:
