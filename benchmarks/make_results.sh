@@ -4,6 +4,7 @@
 # Run from the repository root with the data decoded (ZEROPUR_BENCH_DATA or ./data):
 #     bash benchmarks/make_results.sh [STEP ...]        # steps: tour cifar100 bpda-tour baselines sanity figures table2 hill da
 #                                                           calibration profiles adaptive50 table6-b table6-vs
+#                                                           sanity-b fig5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZB="zeropur-bench"
@@ -83,6 +84,19 @@ for step in "${steps[@]}"; do
             --stages $st --setting adaptive --cascade --attack bpda-eot --attack square:n_queries=1000 \
             --n-ex "${N_TABLE6_VS:-100}" --no-progress --out results/
       done ;;
+    sanity-b)   # issue 23: Carlini et al.'s checks on calibrated B-C (shipped Standard ResNet-20, the paper's blur)
+      $ZB sanity --model resnet20-cifar10-standard --profile calibrated --stages c --n-ex 100 \
+          --out results/sanity/cifar10-resnet20-standard-calibrated-c.json ;;
+    fig5)       # issue 23: Figure 5, calibrated B-C-F: robust accuracy vs fine steps under BPDA+EOT (10 steps) and
+                # the defense-aware lambda sweep, n=100 per point
+      $ZB sweep --model resnet20-cifar10-standard --profile calibrated --stages cf --setting adaptive \
+          --attack bpda-eot:steps=10 --n-ex 100 --param fine_steps --values 0,10,25,50 --no-progress \
+          --out-dir results/sweeps/fig5-bpda/
+      $ZB sweep --model resnet20-cifar10-standard --profile calibrated --stages cf --setting adaptive \
+          --attack defense-aware --n-ex 100 --param fine_steps --values 0,10,25,50 --no-progress \
+          --out-dir results/sweeps/fig5-da/
+      $ZB plot steps --results results/sweeps/fig5-bpda/ --out results/figures/fig5-bpda.png
+      $ZB plot steps --results results/sweeps/fig5-da/ --out results/figures/fig5-da.png ;;
     hill)       # Hill et al.'s full BPDA+EOT protocol (50 steps, EOT 15 / 150 verifications, random start) vs C
       $ZB run $R20 --n-ex 200 --batch-size 50 --setting adaptive --attack bpda-eot --stages c \
           --no-progress --out results/adaptive/ ;;

@@ -708,11 +708,21 @@ def test_table6_rows_name_their_attack_and_compare_with_the_paper() -> None:
 
 
 def test_committed_tables_render_from_the_committed_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    """results/table2.md and table4.md (and their CSVs) are what the committed records render to today."""
+    """results/table2.md, table4.md and table6.md (and their CSVs) are what the committed records render to today."""
     monkeypatch.chdir(ROOT)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no committed record is old or damaged
         records = load_records("results")
-    for t in (2, 4):
+    for t in (2, 4, 6):
         assert render_table(t, records) == (ROOT / f"results/table{t}.md").read_text(encoding="utf-8")
         assert render_table(t, records, fmt="csv") == (ROOT / f"results/table{t}.csv").read_text(encoding="utf-8")
+
+
+def test_adaptive_column_c_under_calibrated_is_c_under_authors() -> None:
+    """ZeroPur-C runs no fine stage, so an adaptive record of calibrated C fills the authors' C row (and only C):
+    the calibration changes the fine stage's ILA weight alone."""
+    transfer = make_record(profile="authors")
+    cal = {"calibration": {"rule": "clean-guard", "ila_weight": 2e-4}, "ila_weight": 2e-4}
+    adaptive = _adaptive(SHA_A, profile="calibrated", resolved_over=cal)
+    cells = {r["Row"].split(" ", 1)[1].split(" ·")[0]: r[ADAPTIVE_COL] for r in _compact(render_table(2, [transfer, adaptive]))}
+    assert cells["ZeroPur-C (authors)"] != MISSING and cells["ZeroPur-C-F (authors)"] == MISSING

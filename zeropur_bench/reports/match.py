@@ -211,14 +211,24 @@ def _same_value(a: Any, b: Any) -> bool:
     return a == b
 
 
+# ZeroPur-C runs no fine stage: its calibration (which sets only the fine stage's ILA weight) and the profile that
+# carries it change nothing it computes, so C under 'calibrated' is C under 'authors' (as the run options make it).
+_FINE_ONLY = ("profile", "calibration", "ila_weight", "ila_reduce", "ila_norm", "lpips_weight")
+
+
 def same_defense(a: VariantView, b: VariantView) -> bool:
     """The same ZeroPur: profile, stages, blur and every step / eps setting of the resolved configs (dtype,
-    channels_last, seed, gradient mode ignored). Without resolved configs: profile, stages, blur, overrides."""
+    channels_last, seed, gradient mode ignored; for C, the fine stage's settings too). Without resolved
+    configs: profile, stages, blur, overrides."""
     if not (a.is_zeropur and b.is_zeropur):
         return False
     ra, rb = a.resolved, b.resolved
+    if a.stages == b.stages == "c" and ra and rb and {ra.get("profile"), rb.get("profile")} <= {"authors", "calibrated"}:
+        ra = {k: v for k, v in ra.items() if k not in _FINE_ONLY}
+        rb = {k: v for k, v in rb.items() if k not in _FINE_ONLY}
     if ra and rb:
-        if not all(_same_value(ra.get(k, a.defense.get(k)), rb.get(k, b.defense.get(k))) for k in _DEFENSE_ESSENTIAL):
+        essential = [k for k in _DEFENSE_ESSENTIAL if k in ra or k not in _FINE_ONLY]
+        if not all(_same_value(ra.get(k, a.defense.get(k)), rb.get(k, b.defense.get(k))) for k in essential):
             return False
         return all(_same_value(ra[k], rb[k]) for k in (set(ra) & set(rb)) - set(_DEFENSE_IGNORED))
     return all(_same_value(a.defense.get(k), b.defense.get(k)) for k in _DEFENSE_ESSENTIAL) and \
