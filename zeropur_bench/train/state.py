@@ -13,11 +13,11 @@ import torch
 from torch import nn
 
 from ..archs import build_arch
+from ..augment import aug_params
 from ..data import DATASETS, load_data
 from ..errors import UserError
 from .common import device_info, resolve_device, to_cpu, to_u8, write_atomic
 from .config import BEST, CHECKPOINT, FORMAT, MODEL, NORMALIZATION, RECIPE_KEYS, TrainConfig, cli_command
-from .final import model_meta
 
 
 @dataclass
@@ -191,3 +191,31 @@ def save_best(run: Run, epoch: int) -> None:
                   f"best_test_acc_{precision}": run.best_acc,
                   "best_eval": {"precision": precision, "device": str(run.dev), "test_n": len(run.y_te),
                                 "channels_last": bool(c.channels_last)}}, run.out / BEST)
+
+
+def model_meta(run: Run, dev_info: dict[str, str] | None = None) -> dict[str, Any]:
+    """The metadata every saved model carries (``model.pt``, ``best.pt``): recipe, command, log, data, environment
+    (``dev_info``: default the run's)."""
+    cfg, epoch_log = run.recipe, run.epoch_log
+    dataset = cfg["dataset"]
+    used = sorted({e["device"] for e in epoch_log if "device" in e})
+    return {
+        "format": FORMAT, "arch": cfg["arch"], "num_classes": DATASETS[dataset]["num_classes"], "dataset": dataset,
+        "normalization": run.norm,
+        "recipe": {"aug": aug_params(cfg["aug"]),
+                   "optimizer": {"name": "SGD", "lr": cfg["lr"], "momentum": cfg["momentum"],
+                                 "weight_decay": cfg["weight_decay"], "weight_decay_on": "all parameters",
+                                 "nesterov": False},
+                   "schedule": {"name": "cosine with linear warm-up, per step", "warmup_epochs": cfg["warmup_epochs"],
+                                "steps_per_epoch": run.steps_per_epoch, "final_lr": 0.0,
+                                # a run ended early: from the step after at_epoch, the cosine of epochs_after
+                                "replanned": cfg.get("replanned", [])},
+                   "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "loss": "cross_entropy",
+                   "bf16_autocast": cfg["bf16"], "channels_last": cfg["channels_last"], "seed": cfg["seed"],
+                   "n_train": run.tr_info.n,
+                   "data_order": "randperm per epoch, generator seed = seed*1000003+epoch+1"},
+        "command": run.command, "reproduce": cli_command(cfg), "log": epoch_log, "first_step_losses": run.first_losses,
+        "data": {"train": run.tr_info.to_dict()},
+        "environment": {"torch": str(torch.__version__), "num_threads": torch.get_num_threads(),
+                        **(run.dev_info if dev_info is None else dev_info), "devices_used": used},
+    }
