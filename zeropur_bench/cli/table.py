@@ -28,7 +28,7 @@ def table_cmd(out: str, table_no: int | None, results_dir: str, fmt: str | None)
       zeropur-bench table --out results/t4.csv --table 4
     """
     from ..fsio import write_text_atomic
-    from ..reports import infer_format, infer_table_number, load_records, render_table
+    from ..reports import build_document, infer_format, infer_table_number, load_records, render
     from ..store import resolve_out
 
     folder = out.endswith(("/", os.sep)) or Path(out).is_dir()
@@ -47,11 +47,12 @@ def table_cmd(out: str, table_no: int | None, results_dir: str, fmt: str | None)
         records = load_records(results_dir)
     for w in caught:
         click.echo(f"warning: {one_line(str(w.message))}", err=True)
-    text = render_table(number, records, fmt=fmt)
+    doc = build_document(number, records)  # matched once, rendered in each format
+    text = render(doc, fmt)
     write_text_atomic(out, text)
     click.echo(text)
     click.echo(f"table {number} written to {out}", err=True)
     if fmt != "csv":  # every number at full precision beside the table
         csv_path = path.with_suffix(".csv")
-        write_text_atomic(csv_path, render_table(number, records, fmt="csv"))
+        write_text_atomic(csv_path, render(doc, "csv"))
         click.echo(f"its numbers at full precision: {csv_path}", err=True)

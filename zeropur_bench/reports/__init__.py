@@ -92,11 +92,20 @@ def render_table(table: int, records: Iterable[Any], fmt: str = "markdown",
     and the list of what is not measured with the command that fills it. ``fmt``: markdown, csv (every number
     at full precision) or latex."""
     check_table(table)
+    check_format(fmt)
+    return render(build_document(table, records, leaderboards_dir), fmt)
+
+
+def check_format(fmt: str) -> None:
     if fmt not in FORMATS:
         raise UserError(f"unknown table format '{fmt}'; choose one of: {', '.join(FORMATS)}")
-    doc = build_document(table, records, leaderboards_dir)
+
+
+def render(doc: Document, fmt: str = "markdown") -> str:
+    """A built table (:func:`build_document`) in ``fmt``: several formats of one table match its records once."""
+    check_format(fmt)
     return {"markdown": render_markdown, "csv": render_csv, "latex": render_latex}[fmt](doc)
 
 
-__all__ = ["FORMATS", "TABLES", "build_document", "infer_format", "infer_table_number", "load_records",
-           "paired_frame", "render_table"]
+__all__ = ["FORMATS", "TABLES", "build_document", "check_format", "infer_format", "infer_table_number", "load_records",
+           "paired_frame", "render", "render_table"]
