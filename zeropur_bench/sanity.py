@@ -45,7 +45,7 @@ import numpy as np
 
 from .errors import UserError
 from .evaluate import AttackSpec, DefenseSpec, EvalConfig, eps_str, evaluate
-from .fsio import write_json_atomic
+from .fsio import refuse_foreign, write_json_atomic
 from .records import RecordView, VariantView
 from .stats import mcnemar_one_sided, wilson
 from .threats import THREATS
@@ -338,17 +338,9 @@ FLAG_TEXT = {"eps-sweep": "attack does not drive robust accuracy to ~0 at large 
 
 
 def _check_out(path: Path) -> None:
-    import json
-
     if path.is_dir():
         raise UserError(f"--out '{path}' is a folder; give a file name such as {path / 'sanity.json'}")
-    if path.exists():
-        try:
-            ok = json.loads(path.read_text(encoding="utf-8")).get("schema") == "zeropur-bench/sanity/v2"
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            ok = False
-        if not ok:
-            raise UserError(f"--out '{path}' exists and is not a sanity report; refusing to overwrite it")
+    refuse_foreign(path, lambda d: d.get("schema") == "zeropur-bench/sanity/v2", "a sanity report")
 
 
 def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import UserError, friendly
+from ..fsio import refuse_foreign
 
 
 @click.command("calibrate")
@@ -70,11 +71,5 @@ def _check_out(out: str) -> Path:
     path = Path(out)
     if path.is_dir() or out.endswith(("/", os.sep)):
         raise UserError(f"--out '{out}' is a folder; give a file name such as {out.rstrip('/')}/calibration.json")
-    if path.exists():
-        try:
-            ok = json.loads(path.read_text()).get("format", "").startswith("zeropur-bench/calibration/")
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            ok = False
-        if not ok:
-            raise UserError(f"--out '{out}' exists and is not a calibration file; refusing to overwrite it")
+    refuse_foreign(path, lambda d: d.get("format", "").startswith("zeropur-bench/calibration/"), "a calibration file")
     return path
