@@ -84,9 +84,11 @@ for step in "${steps[@]}"; do
             --stages $st --setting adaptive --cascade --attack bpda-eot --attack square:n_queries=1000 \
             --n-ex "${N_TABLE6_VS:-100}" --no-progress --out results/
       done ;;
-    sanity-b)   # issue 23: Carlini et al.'s checks on calibrated B-C (shipped Standard ResNet-20, the paper's blur)
-      $ZB sanity --model resnet20-cifar10-standard --profile calibrated --stages c --n-ex 100 \
-          --out results/sanity/cifar10-resnet20-standard-calibrated-c.json ;;
+    sanity-b)   # issue 23: Carlini et al.'s checks on calibrated B-C and B-C-F (shipped Standard ResNet-20, the paper's blur)
+      for st in ${STAGES:-c cf}; do
+        $ZB sanity --model resnet20-cifar10-standard --profile calibrated --stages $st --n-ex 100 \
+            --out results/sanity/cifar10-resnet20-standard-calibrated-$st.json
+      done ;;
     fig5)       # issue 23: Figure 5, calibrated B-C-F: robust accuracy vs fine steps under BPDA+EOT (10 steps) and
                 # the defense-aware lambda sweep, n=100 per point
       $ZB sweep --model resnet20-cifar10-standard --profile calibrated --stages cf --setting adaptive \

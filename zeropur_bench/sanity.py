@@ -317,7 +317,7 @@ def _check_gradient_free(plan: _Plan, runs: _Runs, alpha: float) -> dict[str, An
              gradient_acc_per_attack={k: runs.main.metric("robust_acc", k).acc for k in plan.keys})
     msg = (f"Square ({plan.square.params['n_queries']} queries) {100 * d['square_acc']:.1f}% vs gradient attacks "
            f"{100 * d['gradient_acc']:.1f}%; Square alone breaks {d['square_only_breaks']}, gradient alone "
-           f"{d['gradient_only_breaks']} (McNemar p={d['mcnemar_p']:.3g})"
+           f"{d['gradient_only_breaks']} (one-sided McNemar, H1 Square breaks more: p={d['mcnemar_p']:.3g})"
            + ("; gradient masking suspected" if d["masking_suspected"] else ""))
     return {"name": "gradient-free", "passed": d["passed"], "details": d, "message": msg}
 
