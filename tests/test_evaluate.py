@@ -77,6 +77,10 @@ def test_record_schema_and_consistency(record):
     assert mi["number_forward_passes"] == 3 * 2 + 2 + 3 + 1, on_disk["variants"]["zeropur-cf"]["defense"]
     assert on_disk["cost"][key]["backward_passes_per_image"] == pytest.approx(5.0, abs=0.01)
     assert on_disk["environment"]["packages"]["robustbench"] == "1.1.1"
+    env = on_disk["environment"]  # which CPU made the numbers: added fields, the old ones kept
+    assert env["cpu_model"] and isinstance(env["cpu_flags"], list) and env["processor"] and env["cpu_count"] >= 1
+    if env["processor"] == "x86_64":
+        assert "avx2" in env["cpu_flags"] and env["cpu_capability"] in ("AVX2", "AVX512")
 
 
 def test_bare_classifier_broken_and_purification_helps(record):

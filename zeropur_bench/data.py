@@ -60,7 +60,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 def portable_path(path: str | os.PathLike) -> str:
     """``path`` as a reader on another machine can use it, never a machine's absolute path: under
-    ``$ZEROPUR_BENCH_DATA`` it is written ``$ZEROPUR_BENCH_DATA/<rest>``; under the working directory or its
+    ``$ZEROPUR_BENCH_DATA`` it is written ``$ZEROPUR_BENCH_DATA/<rest>``; inside this package (shipped weights) it is
+    ``zeropur_bench/<rest>``; under the working directory or its
     parent (``../shared``) it is relative to the working directory; otherwise only its last two parts remain.
     For display and provenance only: nothing is identified by a path (hashes do that)."""
     p = Path(os.path.abspath(path))
@@ -70,6 +71,11 @@ def portable_path(path: str | os.PathLike) -> str:
             return f"${ENV_VAR}/{p.relative_to(Path(os.path.abspath(env))).as_posix()}".rstrip("/")
         except ValueError:
             pass
+    pkg = Path(__file__).resolve().parent
+    try:  # shipped files (weights, calibrations): named inside the package, wherever the command ran
+        return (pkg.name / Path(p).resolve().relative_to(pkg)).as_posix()
+    except ValueError:
+        pass
     rel = Path(os.path.relpath(p, os.getcwd()))
     if not rel.parts or rel.parts[0] != ".." or (len(rel.parts) > 1 and rel.parts[1] != ".."):
         return rel.as_posix()

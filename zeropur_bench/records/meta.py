@@ -23,6 +23,38 @@ def git_commit(repo: str | os.PathLike | None = None) -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name (Linux /proc/cpuinfo; platform.processor() is empty there), so that a timing or a
+    final-only number that moves with float rounding names the machine that made it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def cpu_flags_of_note() -> list[str]:
+    """The vector/matrix flags that decide bf16 and fp32 speed here (AVX2, AVX-512, AMX), from /proc/cpuinfo."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("flags"):
+                return sorted(f for f in line.split(":", 1)[1].split()
+                              if f == "avx2" or f.startswith(("avx512", "amx")))
+    except OSError:
+        pass
+    return []
+
+
+def _cpu_capability() -> str | None:
+    try:
+        import torch
+        return torch.backends.cpu.get_cpu_capability()  # e.g. AVX2 / AVX512: which kernels torch runs
+    except (ImportError, AttributeError):
+        return None
+
+
 def environment() -> dict:
     versions = {}
     for p in PACKAGES:
@@ -31,4 +63,5 @@ def environment() -> dict:
         except importlib.metadata.PackageNotFoundError:
             versions[p] = None
     return {"packages": versions, "python": platform.python_version(), "platform": platform.platform(),
-            "processor": platform.machine(), "cpu_count": os.cpu_count(), "git_commit": git_commit()}
+            "processor": platform.machine(), "cpu_count": os.cpu_count(), "git_commit": git_commit(),
+            "cpu_model": cpu_model(), "cpu_flags": cpu_flags_of_note(), "cpu_capability": _cpu_capability()}
