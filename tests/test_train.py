@@ -126,6 +126,20 @@ def test_resume_reproduces_uninterrupted_run(data_dir: str, tmp_path: Path) -> N
         train("cifar100", "resnet20", "strong", 3, tmp_path / "b", **kw)
 
 
+def test_precision_is_a_per_call_setting(data_dir: str, tmp_path: Path) -> None:
+    """bf16 and channels_last are like the device: a resumed run may change them, each epoch logs its own, and
+    the model's recipe says which precision every epoch ran under (the first one is what the first losses used)."""
+    kw = dict(batch_size=64, n_train=256, data_dir=data_dir, progress=False, eval_test=False, num_threads=1)
+    part = train("cifar10", "resnet20", "vanilla", 2, tmp_path / "r", stop_after=1, bf16=True, channels_last=True, **kw)
+    assert not part["finished"] and part["log"][0]["precision"] == "bf16" and part["log"][0]["channels_last"]
+    done = train("cifar10", "resnet20", "vanilla", 2, tmp_path / "r", precision="fp32", **kw)
+    assert done["finished"]
+    assert [(e["precision"], e["channels_last"]) for e in done["log"]] == [("bf16", True), ("fp32", False)]
+    assert done["recipe"]["precision_by_epoch"] == ["bf16", "fp32"] and done["recipe"]["bf16_autocast"] is True
+    with pytest.raises(UserError, match="--precision must be one of"):
+        train("cifar10", "resnet20", "vanilla", 2, tmp_path / "s", precision="fp8", **kw)
+
+
 def test_sigkill_mid_epoch_then_resume(data_dir: str, tmp_path: Path) -> None:
     """kill -9 at an arbitrary moment, rerun the same command: same final weights as an uninterrupted run."""
     out = tmp_path / "k"

@@ -22,8 +22,13 @@ from ..errors import friendly
 @click.option("--momentum", type=float, default=0.9, show_default=True)
 @click.option("--weight-decay", type=float, default=5e-4, show_default=True)
 @click.option("--warmup-epochs", type=int, default=None, help="Default: scaled from the paper's 10 of 120.")
-@click.option("--bf16", is_flag=True, help="bf16 autocast.")
-@click.option("--channels-last", is_flag=True)
+@click.option("--bf16", is_flag=True, help="bf16 autocast (same as --precision bf16).")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "auto"]), default=None,
+              help="fp32 (default), bf16 autocast, or auto: bf16 where the device runs it natively (a CPU with "
+              "avx512_bf16 or AMX, a bf16 GPU), else fp32. Not part of the recipe: a resumed run may change it, "
+              "like the device; each epoch's log records it.")
+@click.option("--channels-last", is_flag=True, help="channels_last memory format (not part of the recipe).")
+@click.option("--device", default=None, help="cpu (default) or cuda / cuda:N (not part of the recipe).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-dir", default=None)
 @click.option("--num-threads", type=int, default=None)

@@ -7,6 +7,8 @@ import platform
 import subprocess
 from pathlib import Path
 
+from ..device import cpu_flags_of_note, cpuinfo_field
+
 PACKAGES = ("zeropur-bench", "torch", "torchvision", "robustbench", "pyautoattack", "torchattacks", "numpy")
 
 
@@ -26,25 +28,7 @@ def git_commit(repo: str | os.PathLike | None = None) -> str | None:
 def cpu_model() -> str | None:
     """The CPU's model name (Linux /proc/cpuinfo; platform.processor() is empty there), so that a timing or a
     final-only number that moves with float rounding names the machine that made it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
-
-
-def cpu_flags_of_note() -> list[str]:
-    """The vector/matrix flags that decide bf16 and fp32 speed here (AVX2, AVX-512, AMX), from /proc/cpuinfo."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("flags"):
-                return sorted(f for f in line.split(":", 1)[1].split()
-                              if f == "avx2" or f.startswith(("avx512", "amx")))
-    except OSError:
-        pass
-    return []
+    return cpuinfo_field("model name") or platform.processor() or None
 
 
 def _cpu_capability() -> str | None:

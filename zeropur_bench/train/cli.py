@@ -28,8 +28,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--warmup-epochs", type=int, default=None)
-    p.add_argument("--bf16", action="store_true")
-    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (same as --precision bf16)")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
+                   help="fp32 (default), bf16 autocast, or auto: bf16 where the device runs it natively (a CPU with "
+                        "avx512_bf16 or AMX, a bf16 GPU), else fp32. Not part of the recipe: a resumed run may "
+                        "change it; each epoch's log records it")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format (not part of the "
+                   "recipe)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-train", type=int, default=None)
     p.add_argument("--data-dir", default=None)
@@ -50,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs, bf16=a.bf16, channels_last=a.channels_last,
               seed=a.seed, data_dir=a.data_dir, num_threads=a.num_threads, resume=not a.no_resume,
               progress=not a.no_progress, n_train=a.n_train, eval_test=not a.no_eval, device=a.device,
-              n_test=a.n_test, stop_at_epoch=a.stop_at_epoch, shorten=a.shorten,
+              n_test=a.n_test, precision=a.precision, stop_at_epoch=a.stop_at_epoch, shorten=a.shorten,
               command=shlex.join(["python", "-m", "zeropur_bench.train", *(sys.argv[1:] if argv is None else argv)]))
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -26,10 +26,11 @@ NORMALIZATION: dict[str, dict[str, list[float]]] = {
     "cifar10": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2470, 0.2435, 0.2616]},
     "cifar100": {"mean": [0.5071, 0.4865, 0.4409], "std": [0.2673, 0.2564, 0.2762]},
 }
-# Which settings define the run (resuming with a different value would not continue the same run). Not the device:
-# a run may be resumed on another one.
+# Which settings define the run (resuming with a different value would not continue the same run). Not the device,
+# nor the precision (bf16 autocast) or memory format: like the device they are a per-call setting, chosen for the
+# machine at hand (bf16 is ~15x slower than fp32 on an AVX2-only CPU), and each epoch's log entry records them.
 RECIPE_KEYS = ("dataset", "arch", "aug", "epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs",
-               "bf16", "channels_last", "seed", "n_train")
+               "seed", "n_train")
 
 
 def default_warmup(epochs: int) -> int:
@@ -49,7 +50,9 @@ class TrainConfig:
     ``max_steps`` only runs that many steps of the first epoch, writes nothing and returns the step losses
     (to replay a recipe's first logged losses). ``n_train`` trains on the first n images (a class-balanced
     random sample); ``eval_test=False`` skips the per-epoch test evaluation (tests); ``n_test`` evaluates on the
-    first n test images only (tests and smoke runs). ``device`` is ``'cpu'`` or ``'cuda'`` (``'cuda:N'``); an
+    first n test images only (tests and smoke runs). ``precision`` ('fp32', 'bf16' or 'auto': bf16 where the
+    device runs it natively) overrides ``bf16`` when given; neither it nor ``channels_last`` is part of the recipe, so
+    a resumed run may change them. ``device`` is ``'cpu'`` or ``'cuda'`` (``'cuda:N'``); an
     unavailable one is a :class:`UserError` raised before anything is written. ``warmup_epochs=None``: the
     :func:`default_warmup` of ``epochs`` (a resumed run keeps its checkpoint's). ``num_threads`` applies to the
     call only; ``command`` is what the metadata records as the command (default: :func:`cli_command`); ``log``
@@ -83,6 +86,12 @@ class TrainConfig:
     n_test: int | None = None
     stop_at_epoch: int | None = None
     shorten: bool = False
+    precision: str | None = None
+
+    def use_bf16(self, dev: Any) -> bool:
+        """Whether this call trains under bf16 autocast on torch device ``dev`` (``precision``, else ``bf16``)."""
+        from ..device import resolve_precision
+        return bool(self.bf16) if self.precision is None else resolve_precision(self.precision, dev)
 
     @property
     def warmup(self) -> int:
@@ -110,14 +119,20 @@ class TrainConfig:
             raise UserError(f"--warmup-epochs must be in [0, epochs={epochs}], got {warmup}")
         if self.n_train is not None and self.n_train < 1:
             raise UserError(f"--n-train must be a positive number of training images, got {self.n_train}")
+        if self.precision is not None:
+            from ..device import PRECISIONS
+            if self.precision not in PRECISIONS:
+                raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
         if self.n_test is not None and self.n_test < 1:
             raise UserError(f"--n-test must be a positive number of test images, got {self.n_test}")
 
-    def recipe(self) -> dict[str, Any]:
-        """The recipe dict a checkpoint stores as ``config`` (``out`` as a string)."""
+    def recipe(self, bf16: bool | None = None) -> dict[str, Any]:
+        """The recipe dict a checkpoint stores as ``config`` (``out`` as a string); ``bf16`` and ``channels_last``
+        are this call's settings (``bf16``: as resolved for the device; default the ``bf16`` field), not compared
+        on resume."""
         return {"dataset": self.dataset, "arch": self.arch, "aug": self.aug, "epochs": int(self.epochs),
                 "batch_size": int(self.batch_size), "lr": float(self.lr), "momentum": float(self.momentum),
-                "weight_decay": float(self.weight_decay), "warmup_epochs": self.warmup, "bf16": bool(self.bf16),
+                "weight_decay": float(self.weight_decay), "warmup_epochs": self.warmup, "bf16": bool(self.bf16 if bf16 is None else bf16),
                 "channels_last": bool(self.channels_last), "seed": int(self.seed), "n_train": self.n_train,
                 "out": str(Path(self.out))}
 

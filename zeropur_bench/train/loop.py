@@ -132,7 +132,7 @@ def sgd_step(r: Run, idx: torch.Tensor, g: torch.Generator, step: int
         xb = xb.contiguous(memory_format=torch.channels_last)
     for group in opt.param_groups:
         group["lr"] = lr_at(step, r.total_steps, r.warmup_steps, c.lr)
-    with torch.autocast(r.dev.type, dtype=torch.bfloat16, enabled=c.bf16):
+    with torch.autocast(r.dev.type, dtype=torch.bfloat16, enabled=r.bf16):
         logits = r.net(xb)
     loss = F.cross_entropy(logits.float(), yb)
     opt.zero_grad(set_to_none=True)
@@ -151,10 +151,11 @@ def end_epoch(r: Run, epoch: int, sums: tuple[float, int, int], t0: float, c0: f
     # better than the wall time does
     entry = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen,
              "lr_end": r.opt.param_groups[0]["lr"], "train_seconds": round(train_s, 2),
-             "train_cpu_seconds": round(time.process_time() - c0, 2)}
+             "train_cpu_seconds": round(time.process_time() - c0, 2), "precision": r.precision,
+             "channels_last": bool(c.channels_last)}
     if r.x_te is not None:
         t1 = time.time()
-        ok = evaluate(r.net, r.x_te, r.y_te, r.mean, r.std, c.bf16, c.channels_last)
+        ok = evaluate(r.net, r.x_te, r.y_te, r.mean, r.std, r.bf16, c.channels_last)
         entry["test_acc"] = int(ok.sum()) / len(ok)
         entry["eval_seconds"] = round(time.time() - t1, 2)
     entry.update(r.dev_info)

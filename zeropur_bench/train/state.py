@@ -49,6 +49,11 @@ class Run:
     x_te: torch.Tensor | None = None
     y_te: torch.Tensor | None = None
     best_acc: float = -1.0
+    bf16: bool = False  # this call's precision (TrainConfig.use_bf16), not the recipe's
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
 
     @property
     def on_cpu(self) -> bool:
@@ -86,7 +91,8 @@ def build(config: TrainConfig) -> Run:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
     say = c.log or (lambda s: print(s, file=sys.stderr, flush=True))
     out = Path(c.out)
-    recipe = c.recipe()
+    bf16 = c.use_bf16(dev)
+    recipe = c.recipe(bf16)
     command = c.command or cli_command(recipe)
 
     x_tr, y_tr, tr_info = load_data(c.dataset, "train", n=c.n_train, data_dir=c.data_dir, return_info=True)
@@ -106,7 +112,7 @@ def build(config: TrainConfig) -> Run:
     opt = torch.optim.SGD(net.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
     return Run(config=c, dev=dev, dev_info=dev_info, say=say, out=out, recipe=recipe, command=command, x_tr=x_tr,
                y_tr=y_tr, tr_info=tr_info, norm=norm, mean=mean, std=std, steps_per_epoch=steps_per_epoch,
-               total_steps=steps_per_epoch * c.epochs, net=net, opt=opt)
+               total_steps=steps_per_epoch * c.epochs, net=net, opt=opt, bf16=bf16)
 
 
 def resume_or_start(run: Run) -> None:
@@ -184,7 +190,7 @@ def save_best(run: Run, epoch: int) -> None:
     """``best.pt``: the state after ``epoch`` (the best test accuracy so far), in ``model.pt``'s format with
     ``finished: False``."""
     c = run.config
-    precision = "bf16" if c.bf16 else "fp32"
+    precision = run.precision
     sd = {k: v.detach().cpu().contiguous() for k, v in run.net.state_dict().items()}
     meta = model_meta(run)
     write_atomic({"state_dict": sd, **meta, "finished": False, "best_epoch": epoch,
@@ -199,6 +205,9 @@ def model_meta(run: Run, dev_info: dict[str, str] | None = None) -> dict[str, An
     cfg, epoch_log = run.recipe, run.epoch_log
     dataset = cfg["dataset"]
     used = sorted({e["device"] for e in epoch_log if "device" in e})
+    # the precision each epoch ran under (logged since precision became a per-call setting; older entries: the
+    # recipe's, which could not change then)
+    precisions = [e.get("precision", "bf16" if cfg["bf16"] else "fp32") for e in epoch_log]
     return {
         "format": FORMAT, "arch": cfg["arch"], "num_classes": DATASETS[dataset]["num_classes"], "dataset": dataset,
         "normalization": run.norm,
@@ -211,7 +220,11 @@ def model_meta(run: Run, dev_info: dict[str, str] | None = None) -> dict[str, An
                                 # a run ended early: from the step after at_epoch, the cosine of epochs_after
                                 "replanned": cfg.get("replanned", [])},
                    "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "loss": "cross_entropy",
-                   "bf16_autocast": cfg["bf16"], "channels_last": cfg["channels_last"], "seed": cfg["seed"],
+                   # the first epoch's precision (the one its logged first losses ran under); every epoch's is in
+                   # precision_by_epoch
+                   "bf16_autocast": (precisions[0] == "bf16") if precisions else cfg["bf16"],
+                   "precision_by_epoch": precisions,
+                   "channels_last": cfg["channels_last"], "seed": cfg["seed"],
                    "n_train": run.tr_info.n,
                    "data_order": "randperm per epoch, generator seed = seed*1000003+epoch+1"},
         "command": run.command, "reproduce": cli_command(cfg), "log": epoch_log, "first_step_losses": run.first_losses,
