@@ -142,12 +142,11 @@ def test_classifier_parameters_untouched_and_eval(resnet20, transfer: dict) -> N
     zp.purify(x)
     zp(x).sum().backward()  # BPDA: the gradient reaches x ...
     assert x.grad is not None and x.grad.abs().sum() > 0
-    zp.grad_mode = "full"
-    zp.purify(x[:2].detach().requires_grad_(True)).sum().backward()
+    zp.differentiable_purify(x[:2].detach().requires_grad_(True)).sum().backward()  # the full gradient
     assert all(p.grad is None for p in resnet20.parameters())  # ... never the parameters
     assert {n: p.requires_grad for n, p in resnet20.named_parameters()} == flags
     assert all(not m.training for m in resnet20.modules())
-    assert zp.training  # the wrapper's own flag follows train()
+    assert not zp.training  # a purifier stays in eval mode whatever train() asks (issue 32)
 
 
 @pytest.fixture()
@@ -164,8 +163,7 @@ def user_resnet(resnet20) -> nn.Module:
 def test_purify_leaves_no_parameter_grads(user_resnet, transfer: dict) -> None:
     zp = ZeroPur(user_resnet, coarse_steps=2, fine_steps=2)
     zp.purify(transfer["x_adv"][:4])
-    zp.grad_mode = "full"
-    zp.purify(transfer["x_adv"][:2].clone().requires_grad_(True))
+    zp.differentiable_purify(transfer["x_adv"][:2].clone().requires_grad_(True))
     assert all(p.grad is None for p in user_resnet.parameters())
     assert all(p.requires_grad for p in user_resnet.parameters())
 
@@ -201,7 +199,9 @@ def test_grad_mode_none_raises_on_backward(resnet20, transfer: dict) -> None:
     with pytest.raises(UserError, match="grad_mode='none'"):
         logits.sum().backward()
     with pytest.raises(UserError, match="grad_mode"):
-        zp.grad_mode = "exact"
+        ZeroPur(resnet20, grad_mode="exact")
+    with pytest.raises(AttributeError):  # fixed at construction: attacks wrap the defense instead
+        zp.grad_mode = "full"
 
 
 class TinyNet(nn.Module):

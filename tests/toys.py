@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from zeropur_bench.purifier import Purifier
+
 
 class _ToyClassifier(nn.Module):
     """Logits = a small frozen linear map (gives BPDA a gradient) + a large bonus on the class ``decide`` picks:
@@ -56,20 +58,16 @@ class _OscillatingClassifier(_ToyClassifier):
         return torch.remainder(q, 2) == 0
 
 
-class _ToyDefense(nn.Module):
-    """Identity purifier in front of a toy classifier (what attacks need: ``purify`` and ``classifier``)."""
+class _ToyDefense(Purifier):
+    """Identity purifier in front of a toy classifier (a :class:`~zeropur_bench.purifier.Purifier`)."""
 
     kind: type[_ToyClassifier] = _ToyClassifier
 
     def __init__(self, x_clean: torch.Tensor, y: torch.Tensor) -> None:
-        super().__init__()
-        self.classifier = self.kind(x_clean, y)
+        super().__init__(self.kind(x_clean, y))
 
     def purify(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         return x.detach().clone()
-
-    def forward(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
-        return self.classifier(self.purify(x))
 
     def config(self) -> dict:
         return {"name": type(self).__name__}

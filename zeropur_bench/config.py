@@ -114,7 +114,9 @@ class DefenseSpec:
               coarse_cache: Any = None) -> nn.Module:
         self.check()
         if self.name == "none":
-            return classifier
+            from .defense import NoDefense
+
+            return NoDefense(classifier)
         if self.name == "blur":
             from .defense import BlurOnly
 

@@ -19,8 +19,9 @@ import torch
 from pyautoattack import AutoAttack as _PyAutoAttack
 
 from ..errors import UserError
-from .base import Attack, probe_deterministic, register
-from .params import AT_LEAST_ONE, FLAG, Param
+from ..estimators import probe_deterministic
+from .base import Attack, register
+from ..params import AT_LEAST_ONE, FLAG, Param
 
 VERSIONS = ("standard", "rand", "plus")
 
@@ -78,39 +79,34 @@ class AutoAttack(Attack):
         if self.params["eot_iter"] < 1 or self.params["n_iter"] < 1:
             raise UserError(f"parameters eot_iter and n_iter of attack {self.name!r} must be >= 1")
 
-    @contextlib.contextmanager
-    def _target_mode(self) -> Iterator[None]:
-        yield
-
     # AutoAttack's own advice for a deterministic model is 'standard': 'rand' against one would run only
     # APGD-CE and APGD-DLR (with EOT 1). Only the BPDA variant, which targets defenses, switches.
     switch_to_standard_if_deterministic = False
 
     def _attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         p = self.params
-        with self._target_mode():
-            eot = int(p["eot_iter"])
-            version = p["version"]
-            if version == "rand":
-                det = None
-                if p["probe"] and (eot > 1 or self.switch_to_standard_if_deterministic):
-                    det = probe_deterministic(self.model, x)
-                    if det:
-                        eot = 1
-                self.last_info.update(deterministic=det, eot_iter_requested=int(p["eot_iter"]), eot_iter=eot)
-                if det and self.switch_to_standard_if_deterministic:
-                    version = "standard"
-                    self.last_info["version_note"] = ("requested 'rand'; the defense is deterministic (probed), so "
-                                                      "AutoAttack's advice applies: ran 'standard'")
-            self.last_info["version_run"] = version
-            aa = _PyAutoAttack(self.target, eps=self.eps, norm=self.norm, version=version,
-                               seed=int(self.last_info["batch_seed"]), device=self.device)
-            if version == "rand":
-                aa.apgd.eot_iter = eot
-            if int(p["n_iter"]) != 100:
-                _set_iterations(aa, int(p["n_iter"]))
-            with _quiet_autoattack():
-                x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=x.shape[0])
+        eot = int(p["eot_iter"])
+        version = p["version"]
+        if version == "rand":
+            det = None
+            if p["probe"] and (eot > 1 or self.switch_to_standard_if_deterministic):
+                det = probe_deterministic(self.model, x)
+                if det:
+                    eot = 1
+            self.last_info.update(deterministic=det, eot_iter_requested=int(p["eot_iter"]), eot_iter=eot)
+            if det and self.switch_to_standard_if_deterministic:
+                version = "standard"
+                self.last_info["version_note"] = ("requested 'rand'; the defense is deterministic (probed), so "
+                                                  "AutoAttack's advice applies: ran 'standard'")
+        self.last_info["version_run"] = version
+        aa = _PyAutoAttack(self.target, eps=self.eps, norm=self.norm, version=version,
+                           seed=int(self.last_info["batch_seed"]), device=self.device)
+        if version == "rand":
+            aa.apgd.eot_iter = eot
+        if int(p["n_iter"]) != 100:
+            _set_iterations(aa, int(p["n_iter"]))
+        with _quiet_autoattack():
+            x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=x.shape[0])
         self.last_info["attacks_run"] = list(aa.attacks_to_run)
         return x_adv
 
@@ -118,8 +114,8 @@ class AutoAttack(Attack):
 @register("autoattack-bpda")
 class AutoAttackBPDA(AutoAttack):
     """AutoAttack 'rand' against the defended model through straight-through BPDA
-    ``clf(x + (purify(x) - x).detach())`` (Croce et al. 2022): sets ``defense.grad_mode = "bpda"`` during the
-    call. The defense opens ``torch.enable_grad()`` itself, so pyautoattack's ``no_grad`` loop works. Against a
+    ``clf(x + (purify(x) - x).detach())`` (Croce et al. 2022), through :class:`zeropur_bench.gradients.BPDA`.
+    The defense opens ``torch.enable_grad()`` itself, so pyautoattack's ``no_grad`` loop works. Against a
     defense the probe proves deterministic it runs 'standard' instead (APGD-CE, APGD-T, FAB-T, Square) and says
     so in ``last_info`` and in its column name."""
 
@@ -129,23 +125,17 @@ class AutoAttackBPDA(AutoAttack):
     suffix = "-BPDA"
     family = "autoattack"
     switch_to_standard_if_deterministic = True
+    gradient = "bpda"
 
     @classmethod
     def target_label(cls, params: dict[str, Any], eps: float, norm: str, deterministic_target: bool | None,
                      with_eps: bool = True) -> str:
-        if params.get("version") == "rand" and deterministic_target:
-            params = {**params, "version": "standard"}  # what it runs against a deterministic defense
+        # what it runs against a deterministic defense: 'standard' once the probe proved it (probe=false runs
+        # 'rand' as asked, and the column says so)
+        if params.get("version") == "rand" and deterministic_target and params.get("probe", True):
+            params = {**params, "version": "standard"}
         return cls.label(params, eps, norm, with_eps=with_eps)
 
     @classmethod
     def mixed_label(cls, params: dict[str, Any], eps: float, norm: str, with_eps: bool = True) -> str:
         return cls.label(params, eps, norm, with_eps=with_eps).replace("-rand", "-rand/standard")
-
-    @contextlib.contextmanager
-    def _target_mode(self) -> Iterator[None]:
-        old = getattr(self.model, "grad_mode", None)
-        self.model.grad_mode = "bpda"
-        try:
-            yield
-        finally:
-            self.model.grad_mode = old

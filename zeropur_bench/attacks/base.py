@@ -15,13 +15,14 @@ from typing import Any, Callable, ClassVar, Iterator
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..errors import UserError
+from ..estimators import ATTACK_STREAM, STREAM, accepts_indices
 from ..fmt import fmt_value
-from .params import Param, check_params
+from ..gradients import access
+from ..params import Param, check_params
+from ..purifier import is_purifier
 from ..threats import NORMS
-from ..estimators import ATTACK_STREAM, STREAM, accepts_indices, probe_deterministic  # noqa: F401
 
 # Paper App. A.2 (CIFAR): Linf eps 8/255 step 2/255, L2 eps 0.5 step 0.05. ImageNet's Linf 4/255 is passed
 # explicitly as eps. The default step is the same fraction of eps at any eps (2/255 = eps/4 at 8/255, 0.05 =
@@ -66,14 +67,9 @@ def make_attack(name: str, model: nn.Module, **params: Any) -> "Attack":
     return ATTACKS[name](model, **params)
 
 
-def is_defense(model: nn.Module) -> bool:
-    """A defense exposes ``purify`` and ``classifier`` (ZeroPur does)."""
-    return hasattr(model, "purify") and hasattr(model, "classifier")
-
-
 def underlying_classifier(model: nn.Module) -> nn.Module:
-    """The classifier whose passes are counted: the defense's classifier, else the model itself."""
-    return model.classifier if is_defense(model) else model
+    """The classifier whose passes are counted: the purifier's classifier, else the model itself."""
+    return model.classifier if is_purifier(model) else model
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -177,8 +173,11 @@ class Attack:
     attack-specific keys (EOT repeats used, determinism probe, ``broken_any_step`` / ``broken_final``, ...).
 
     Class attributes: ``name`` (registry key), ``defaults`` (attack parameters and their defaults; ``None`` for
-    ``step`` means the per-norm default of App. A.2, eps/4 for Linf and eps/10 for L2), ``norms`` (supported), ``needs_defense`` (the model must be
-    a defense with ``purify``; such attacks are adaptive-only), ``adaptive_only``.
+    ``step`` means the per-norm default of App. A.2, eps/4 for Linf and eps/10 for L2), ``norms`` (supported),
+    ``needs_defense`` (the model must be a :class:`~zeropur_bench.purifier.Purifier`; such attacks are
+    adaptive-only), ``adaptive_only``, ``gradient``: the access to a purifier the attack asks for
+    (:func:`zeropur_bench.gradients.access`: 'default', 'bpda', 'full' or 'none'); an attack never changes the
+    defense.
     """
 
     name: ClassVar[str] = "?"
@@ -190,6 +189,7 @@ class Attack:
     # the attack reports every iterate (``x_final``, ``broken_per_step``): "final only" and step curves
     iterates: ClassVar[bool] = False
     adaptive_only: ClassVar[bool] = False
+    gradient: ClassVar[str] = "default"
 
     def __init__(self, model: nn.Module, *, eps: float | None = None, norm: str = "Linf", seed: int = 0,
                  **params: Any) -> None:
@@ -201,7 +201,7 @@ class Attack:
         if unknown:
             known = ", ".join(["eps", "norm", "seed", *sorted(self.defaults)])
             raise UserError(f"unknown parameter(s) {', '.join(unknown)} for attack {self.name!r}; known: {known}")
-        if (self.needs_defense or self.adaptive_only) and not is_defense(model):
+        if (self.needs_defense or self.adaptive_only) and not is_purifier(model):
             raise UserError(f"attack {self.name!r} attacks the defense itself (adaptive setting only); "
                             "give it the defended model, or use a transfer attack such as 'pgd'")
         self.model = model
@@ -306,10 +306,16 @@ class Attack:
     def classifier(self) -> nn.Module:
         return underlying_classifier(self.model)
 
+    def differentiable(self, surrogate: str | None = None) -> nn.Module:
+        """The model with the gradient access this attack asks for (``gradient``; a purifier wrapped)."""
+        return access(self.model, self.gradient, surrogate)
+
     @property
     def target(self) -> nn.Module:
-        """The model as library attacks should call it: fresh randomness per call for an indexed defense."""
-        return FreshNoise(self.model, self._next_streams(1 << 16)) if accepts_indices(self.model) else self.model
+        """The model as library attacks should call it: this attack's gradient access, fresh randomness per call
+        for an indexed defense."""
+        model = self.differentiable()
+        return FreshNoise(model, self._next_streams(1 << 16)) if accepts_indices(model) else model
 
     def _next_streams(self, k: int) -> int:
         s = self._stream
@@ -364,13 +370,15 @@ class Attack:
         if x.shape[0] == 0:
             self.last_info.update(forward_passes=0, backward_passes=0)
             return x.clone()
-        modes = [(m, m.training) for m in self.model.modules()]
+        # a purifier is always in eval mode; a bare classifier is put there for the call and restored after
+        modes = [] if is_purifier(self.model) else [(m, m.training) for m in self.model.modules()]
         counter = PassCounter()
         devices = [dev] if dev.type == "cuda" else []
-        self.model.eval()
+        if modes:
+            self.model.eval()
         try:
             # fork_rng saves and restores the global RNG: torchattacks and pyautoattack draw from (and reseed) it.
-            trusted = self.model.trusted_inputs() if hasattr(self.model, "trusted_inputs") else contextlib.nullcontext()
+            trusted = self.model.trusted_inputs() if is_purifier(self.model) else contextlib.nullcontext()
             with torch.random.fork_rng(devices=devices), counter.attach(self.classifier), trusted:
                 seed = batch_seed(self.seed, indices)
                 torch.manual_seed(seed)
@@ -399,7 +407,3 @@ class Attack:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
         return f"{type(self).__name__}({args})"
 
-
-def ce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Summed cross-entropy: per-example gradients do not shrink with the batch size."""
-    return F.cross_entropy(logits, y, reduction="sum")

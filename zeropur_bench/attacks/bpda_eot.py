@@ -24,9 +24,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..purifier import Purifier
 from ..estimators import ESTIMATORS, predict, probe_deterministic
 from .base import Attack, lp_step, project, random_init, register
-from .params import AT_LEAST_ONE, FLAG, STEP, STEPS, Param
+from ..params import AT_LEAST_ONE, FLAG, STEP, STEPS, Param
 
 
 class AnyStepTracker:
@@ -70,12 +71,12 @@ class AnyStepTracker:
                 "x_final": self.x_last, "verified_candidates": self.verified}
 
 
-def defended_logits_fn(defense: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """classifier(purify(x)) without gradients: the real decision of the defense."""
+def defended_logits_fn(defense: Purifier) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The defended model's logits without gradients: the real decision of the defense (its ``predict``)."""
 
     @torch.no_grad()
     def fn(z: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
-        return defense.classifier(defense.purify(z, indices=indices))
+        return defense.predict(z, indices)
 
     return fn
 
@@ -94,10 +95,14 @@ class BPDAEOT(Attack):
     needs_defense = True
     adaptive_only = True
     iterates = True
+    gradient = "bpda"
 
     def _check_params(self) -> None:
         super()._check_params()
         p = self.params
+        if "bpda" not in self.model.gradients:
+            raise UserError(f"attack 'bpda-eot' needs BPDA access, and defense {self.model.name!r} offers only "
+                            f"{', '.join(self.model.gradients)}; use pgd-eot (the full gradient)")
         if p["eot_reps"] < 1 or p["verify_reps"] < 1 or p["max_batch"] < 1:
             raise UserError(f"eot_reps, verify_reps and max_batch of attack {self.name!r} must be >= 1")
         if p["verify_estimator"] not in ESTIMATORS:
@@ -107,7 +112,7 @@ class BPDAEOT(Attack):
         """Purify in chunks of ``max_batch`` images, without gradients through the purifier (BPDA)."""
         mb = int(self.params["max_batch"])
         with torch.no_grad():
-            return torch.cat([self.model.purify(x[i:i + mb], indices=indices[i:i + mb])
+            return torch.cat([self.model.purify_at(x[i:i + mb], indices[i:i + mb])
                               for i in range(0, x.shape[0], mb)]).detach()
 
     def _repeats(self, x: torch.Tensor) -> tuple[int, int]:

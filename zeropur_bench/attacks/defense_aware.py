@@ -5,15 +5,17 @@ PGD (Linf 8/255, step 2/255, 10 iterations, random start) maximising
     CE(f(x+δ), y) + λ · cos(emb(x+δ), emb(g(x+δ)))    [+ μ · fine term]
 
 where f is the bare classifier (the CE term is on its logits at x+δ, not through the purifier) and the cosine is
-ZeroPur's coarse-shifting objective ``defense.coarse_objective`` (per sample, gradient through the blur g real).
+the purifier's own objective ``defense.objective`` (ZeroPur: the coarse-shifting cosine, per sample, gradient
+through the blur g real).
 Mao et al. add λ·(−L_purifier); ZeroPur's purifier *maximises* the cosine, so −L_purifier is the cosine: the
 attacker makes x+δ already blur-consistent so coarse shifting has nothing to undo. Mao et al. use λ = 10; a large
 λ can starve the CE term, so λ is swept (default 0.1, 1, 10) and, per example, the worst case is kept: each λ's
 x_adv is judged through the defense and an x_adv that breaks it is kept if any λ does (else the one with the
 highest defended cross-entropy).
 
-Optional fine term (``fine_term=True``): −Σ_l mean((f_l(coarse(x+δ)) − f_l(x+δ))²) over the defense's stage
-features, with coarse(·) through straight-through BPDA (x + (coarse_purify(x) − x).detach()), so fine alignment
+Optional fine term (``fine_term=True``, for a :class:`~zeropur_bench.purifier.Staged` purifier):
+−Σ_l mean((f_l(coarse(x+δ)) − f_l(x+δ))²) over the defense's stage features, with coarse(·) through
+straight-through BPDA (x + (coarse(x) − x).detach(), the first stage of one purification run), so fine alignment
 has no direction to follow; weighted by ``fine_weight`` (μ). The mean over elements keeps the term's scale
 comparable across layers.
 
@@ -32,7 +34,8 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..estimators import repeated_calls, probe_deterministic
 from .base import Attack, lp_step, project, random_init, register
-from .params import AT_LEAST_ONE, FLAG, STEP, STEPS, Param
+from ..params import AT_LEAST_ONE, FLAG, STEP, STEPS, Param
+from ..purifier import Staged
 from .bpda_eot import defended_logits_fn
 
 
@@ -62,13 +65,12 @@ class DefenseAware(Attack):
         if not lams or any(v < 0 for v in lams):
             raise UserError(f"lambdas of attack 'defense-aware' must be a non-empty list of numbers >= 0, got {lams}")
         p["lambdas"] = lams
-        if not hasattr(self.model, "coarse_objective"):
-            raise UserError("attack 'defense-aware' needs a defense with coarse_objective (ZeroPur)")
-        d = self.model
-        if p["fine_term"] and not ((hasattr(d, "coarse_purify") or hasattr(d, "purify_stages"))
-                                   and hasattr(d, "stage_features")):
-            raise UserError("fine_term=True needs a defense with coarse_purify or purify_stages, and "
-                            "stage_features (ZeroPur)")
+        if not self.model.has_objective:
+            raise UserError(f"attack 'defense-aware' needs a defense that states its purification objective; "
+                            f"{self.model.name!r} does not (Purifier.has_objective)")
+        if p["fine_term"] and not isinstance(self.model, Staged):
+            raise UserError(f"fine_term=True needs a purifier that names its stages (purify_stages, stage_features, "
+                            f"fine_layers: zeropur_bench.purifier.Staged); {self.model.name!r} does not")
         if int(p["judge_reps"]) < 1:
             raise UserError("judge_reps of attack 'defense-aware' must be >= 1")
 
@@ -77,16 +79,13 @@ class DefenseAware(Attack):
         d = self.model
         loss = F.cross_entropy(self.classifier(xa), y, reduction="sum")
         if lam:
-            loss = loss + lam * d.coarse_objective(xa).sum()
+            loss = loss + lam * d.objective(xa).sum()
         if self.params["fine_term"]:
-            with torch.no_grad():
-                if hasattr(d, "coarse_purify"):
-                    c = d.coarse_purify(xa.detach())
-                else:  # ZeroPur: the coarse result of one purification run
-                    c = d.purify_stages(xa.detach(), indices=self._indices)["coarse"]
+            with torch.no_grad():  # the first stage's result of one purification run
+                c = d.purify_stages(xa.detach(), indices=self._indices)["coarse"]
             coarse = xa + (c - xa).detach()
             fc, fx = d.stage_features(coarse), d.stage_features(xa)
-            layers = getattr(d, "fine_layers", None) or [k for k in fx if k != "embedding"]
+            layers = d.fine_layers or [k for k in fx if k != "embedding"]
             fine = sum(((fc[k] - fx[k]) ** 2).flatten(1).mean(1) for k in layers)
             loss = loss - float(self.params["fine_weight"]) * fine.sum()
         return loss

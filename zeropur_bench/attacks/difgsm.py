@@ -9,7 +9,7 @@ import torch
 import torchattacks
 
 from .base import Attack, register
-from .params import FLAG, STEP, STEPS, Param
+from ..params import FLAG, STEP, STEPS, Param
 
 
 @register("difgsm")

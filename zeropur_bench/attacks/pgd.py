@@ -12,7 +12,7 @@ import torchattacks
 from ..errors import UserError
 from ..fmt import fmt_value
 from .base import Attack, register
-from .params import AT_LEAST_ONE, FLAG, STEP, STEPS
+from ..params import AT_LEAST_ONE, FLAG, STEP, STEPS
 
 
 @torch.no_grad()

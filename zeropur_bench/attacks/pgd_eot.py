@@ -1,6 +1,7 @@
 """Full-gradient PGD with EOT (Lee & Kim, ICCV 2023, ``ml-postech/robust-evaluation-of-diffusion-based-
-purification``): gradients through the whole purification (the defense's ``grad_mode="full"``, optionally with
-the smooth surrogate of the sign steps, ``surrogate="normalized"``), averaged over ``eot_iter`` purification
+purification``): gradients through the whole purification (:class:`zeropur_bench.gradients.FullGradient`,
+optionally through a surrogate the purifier offers: ZeroPur's smooth surrogate of its sign steps,
+``surrogate="normalized"``), averaged over ``eot_iter`` purification
 runs (loss-averaging EOT).
 
 Preset ``"lee-kim"``: 200 steps x 0.007, EOT 20. The default is smaller for usability on a CPU (20 steps x 2/255,
@@ -15,8 +16,7 @@ logits (the real purification decides, as in Lee & Kim).
 """
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..estimators import ESTIMATORS, call_with_indices, predict, probe_deterministic
 from .base import Attack, lp_step, project, random_init, register
-from .params import AT_LEAST_ONE, FLAG, STEP, STEPS, Param
+from ..params import AT_LEAST_ONE, FLAG, STEP, STEPS, Param
 from .bpda_eot import AnyStepTracker, defended_logits_fn
 
 PRESETS: dict[str, dict[str, Any]] = {"lee-kim": {"steps": 200, "step": 0.007, "eot_iter": 20}}
@@ -44,6 +44,7 @@ class PGDEOT(Attack):
     needs_defense = True
     adaptive_only = True
     iterates = True
+    gradient = "full"
 
     def __init__(self, model: torch.nn.Module, **kwargs: Any) -> None:
         preset = kwargs.get("preset")
@@ -69,28 +70,12 @@ class PGDEOT(Attack):
             raise UserError("eot_iter, verify_reps and max_batch of attack 'pgd-eot' must be >= 1")
         if p["verify_estimator"] not in ESTIMATORS:
             raise UserError(f"unknown verify_estimator {p['verify_estimator']!r}; known: {', '.join(ESTIMATORS)}")
-        if not hasattr(self.model, "grad_mode"):
-            raise UserError("attack 'pgd-eot' needs a defense with a full-gradient mode (grad_mode='full')")
-        if p["surrogate"] not in (None, "sign", "normalized"):
-            raise UserError(f"surrogate must be None, 'sign' or 'normalized', got {p['surrogate']!r}")
-        if p["surrogate"] is not None and not hasattr(self.model, "surrogate"):
-            raise UserError(f"this defense has no surrogate option; use surrogate=None, not {p['surrogate']!r}")
-
-    @contextlib.contextmanager
-    def _gradient_mode(self) -> Iterator[None]:
-        """Full gradients (and the surrogate, if any) only while computing the attack's gradients."""
-        d = self.model
-        old_mode = d.grad_mode
-        old_sur = getattr(d, "surrogate", None)
-        d.grad_mode = "full"
-        if self.params["surrogate"] is not None:
-            d.surrogate = self.params["surrogate"]
-        try:
-            yield
-        finally:
-            d.grad_mode = old_mode
-            if hasattr(d, "surrogate"):
-                d.surrogate = old_sur
+        if "full" not in self.model.gradients:
+            raise UserError(f"attack 'pgd-eot' needs the full gradient, and defense {self.model.name!r} offers only "
+                            f"{', '.join(self.model.gradients) or 'none'}")
+        if p["surrogate"] is not None and p["surrogate"] not in self.model.surrogates:
+            raise UserError(f"defense {self.model.name!r} offers no surrogate {p['surrogate']!r} (it offers: "
+                            f"{', '.join(self.model.surrogates) or 'none'}); use surrogate=none")
 
     def eot_grad(self, x: torch.Tensor, y: torch.Tensor, reps: int, need_grad: bool = True
                  ) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -100,14 +85,15 @@ class PGDEOT(Attack):
         mb = max(1, int(self.params["max_batch"]))
         total = reps * b
         idx_all = self.fresh_indices(reps)  # row r = copy r // b of image r % b
+        model = self.differentiable(self.params["surrogate"])
         grad = torch.zeros_like(x) if need_grad else None
         logit_sum: torch.Tensor | None = None
         for start in range(0, total, mb):
             rows = torch.arange(start, min(start + mb, total), device=x.device)
             img = rows % b
             xc = x[img].detach().requires_grad_(need_grad)
-            with torch.set_grad_enabled(need_grad), self._gradient_mode():
-                logits = call_with_indices(self.model, xc, idx_all[rows])
+            with torch.set_grad_enabled(need_grad):
+                logits = call_with_indices(model, xc, idx_all[rows])
                 if need_grad:
                     (g,) = torch.autograd.grad(F.cross_entropy(logits, y[img], reduction="sum"), xc)
                     grad.index_add_(0, img, g)

@@ -12,7 +12,7 @@ import torch
 from pyautoattack.square import SquareAttack
 
 from .base import Attack, register
-from .params import AT_LEAST_ONE, Param
+from ..params import AT_LEAST_ONE, Param
 
 
 @register("square")
@@ -23,6 +23,7 @@ class Square(Attack):
     # p_init: the initial fraction of the image a square covers (Andriushchenko et al.), in (0, 1]
     param_specs = {"n_queries": AT_LEAST_ONE, "p_init": Param("number", 0, 1, open_low=True),
                    "restarts": AT_LEAST_ONE}
+    gradient = "none"  # score-based: it only calls the defended model
 
     def _attack(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         p = self.params

@@ -17,41 +17,15 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..purifier import example_uniform
+
 __all__ = ["Forward", "coarse_shift", "fine_align", "grad_var", "ila", "ila_reference", "lpips_normalize", "project",
            "random_start_noise", "safe_norm", "step_direction", "upcast"]
 
 Forward = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]]
 
-_GOLDEN = 0x9E3779B97F4A7C15
-
-
-def _i64(c: int) -> int:
-    return c - (1 << 64) if c >= (1 << 63) else c
-
-
-def _lsr(z: torch.Tensor, k: int) -> torch.Tensor:
-    return (z >> k) & ((1 << (64 - k)) - 1)
-
-
-def _mix64(z: torch.Tensor) -> torch.Tensor:
-    """splitmix64 finaliser on int64 tensors (wrapping arithmetic)."""
-    z = (z ^ _lsr(z, 30)) * _i64(0xBF58476D1CE4E5B9)
-    z = (z ^ _lsr(z, 27)) * _i64(0x94D049BB133111EB)
-    return z ^ _lsr(z, 31)
-
-
-def random_start_noise(seed: int, indices: torch.Tensor, shape: Sequence[int], device: torch.device) -> torch.Tensor:
-    """Uniform [0, 1) noise of ``(len(indices), *shape)``; image i's noise depends only on (seed, indices[i]).
-
-    A counter-based generator (splitmix64) instead of one ``torch.Generator`` per image: vectorised (no Python
-    loop over images), batch independent, and identical on CPU and CUDA.
-    """
-    n_pix = math.prod(shape)
-    idx = indices.to(device=device, dtype=torch.int64).view(-1, 1)
-    key = _mix64(_mix64(torch.full_like(idx, _i64((seed * _GOLDEN + _GOLDEN) % (1 << 64)))) ^ idx)
-    counter = torch.arange(1, n_pix + 1, device=device, dtype=torch.int64).view(1, -1) * _i64(_GOLDEN)
-    bits = _lsr(_mix64(key + counter), 40)  # top 24 bits
-    return (bits.to(torch.float32) / float(1 << 24)).view(len(idx), *shape)
+# the random start's per-image noise: the purifier contract's counter-based generator (one per (seed, index))
+random_start_noise = example_uniform
 
 
 def project(x: torch.Tensor, center: torch.Tensor, eps: float) -> torch.Tensor:

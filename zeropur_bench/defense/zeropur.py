@@ -30,14 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..purifier import Purifier
 from .blur import Blur, make_blur
 from .coarse_cache import CoarseCache
 from .layers import FeatureTap, LayerSpec, detect_layers
-# ILA_NORMS, SURROGATES and random_start_noise were defined here: still importable from this module.
-from .profiles import (GRAD_MODES, ILA_NORMS, PROFILES, SURROGATES, apply_calibration,  # noqa: F401
-                       check_request, check_stage_options, profile_options, runtime_options, step_size)
-from .stages import (coarse_shift, fine_align, ila, ila_reference, lpips_normalize,  # noqa: F401
-                     random_start_noise, safe_norm, upcast)
+from .profiles import (GRAD_MODES, PROFILES, SURROGATES, apply_calibration, check_request, check_stage_options,
+                       profile_options, runtime_options, step_size)
+from .stages import coarse_shift, fine_align, ila, ila_reference, lpips_normalize, safe_norm, upcast
 
 __all__ = ["ZeroPur", "PROFILES", "GRAD_MODES", "CoarseCache", "load_defended_model"]
 
@@ -51,17 +50,21 @@ class _RaiseOnBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        raise UserError("ZeroPur grad_mode='none' gives no gradient through purification; set "
-                        "defense.grad_mode = 'bpda' (straight-through) or 'full' (through the unrolled steps)")
+        raise UserError("ZeroPur grad_mode='none' gives no gradient through purification; build it with "
+                        "grad_mode='bpda' (straight-through) or 'full', or wrap it: zeropur_bench.gradients.BPDA / "
+                        "FullGradient")
 
 
-class ZeroPur(nn.Module):
-    """ZeroPur purification in front of ``classifier`` (any nn.Module mapping [0, 1] images to logits).
+class ZeroPur(Purifier):
+    """ZeroPur purification in front of ``classifier`` (any nn.Module mapping [0, 1] images to logits), a
+    :class:`~zeropur_bench.purifier.Purifier`.
 
-    ``defense.purify(x)`` returns purified images; ``defense(x)`` returns ``classifier(purify(x))`` with the
-    gradient mode ``grad_mode`` applied: ``'bpda'`` (straight-through identity: ``x + (purify(x) − x).detach()``),
-    ``'full'`` (backpropagate through the unrolled steps, ``surrogate='normalized'`` replaces sign(g) by
-    g/‖g‖_∞ so the steps carry gradient) or ``'none'`` (backward raises).
+    ``defense.purify(x)`` returns purified images; ``defense(x)`` returns ``classifier(purify(x))``. Called
+    directly (e.g. by a library attack), its gradient is the one fixed at construction by ``grad_mode``:
+    ``'bpda'`` (straight-through identity: ``x + (purify(x) − x).detach()``), ``'full'`` (backpropagate through the
+    unrolled steps) or ``'none'`` (backward raises). The benchmark's attacks never rely on it: they wrap the
+    defense (:class:`~zeropur_bench.gradients.BPDA`, :class:`~zeropur_bench.gradients.FullGradient`, which may ask
+    for the smooth surrogate ``'normalized'``, g/‖g‖_∞ instead of sign(g), so the steps carry gradient).
 
     Args:
         classifier: the model; kept in eval mode, its parameters are never given gradients.
@@ -71,7 +74,7 @@ class ZeroPur(nn.Module):
         stages: ``'c'`` (coarse shifting only) or ``'cf'`` (coarse shifting + fine alignment).
         blur: blur spec (``'median:3'``, ``'gaussian:1.2'``, ``'tv:0.05'``) or callable; see ``make_blur``.
         layers: stage module names (forward order) to use instead of auto-detection.
-        grad_mode: ``'bpda'``, ``'full'`` or ``'none'``.
+        grad_mode: ``'bpda'``, ``'full'`` or ``'none'``: what a direct call's backward does (fixed).
         seed: seed of the random start (per image, from (seed, image index)).
         calibration: for ``profile='calibrated'``: a :class:`~zeropur_bench.defense.calibration.Calibration`,
             its dict, or a calibration file. None: the shipped calibration found by the sha256 of the
@@ -82,27 +85,29 @@ class ZeroPur(nn.Module):
             ``ila_norm`` ('none' | 'feature': each layer's ILA term ÷ ‖f_l(x_adv)‖², scale-free).
     """
 
+    name = "zeropur"
+    surrogates = SURROGATES
+    has_objective = True
+
     def __init__(self, classifier: nn.Module, profile: str = "authors", stages: str = "cf",
                  blur: str | Callable[[torch.Tensor], torch.Tensor] = "median:3",
                  layers: Sequence[str] | None = None, grad_mode: str = "bpda", seed: int = 0,
                  calibration: Any = None, coarse_cache: CoarseCache | None = None,
                  **overrides: Any) -> None:
-        super().__init__()
-        if not isinstance(classifier, nn.Module):
-            raise UserError(f"classifier must be a torch nn.Module, got {type(classifier).__name__}")
+        super().__init__(classifier, seed)
         check_request(profile, stages, overrides)
-        self.classifier = classifier.eval()
+        if grad_mode not in GRAD_MODES:
+            raise UserError(f"grad_mode must be one of {GRAD_MODES}, got {grad_mode!r}")
+        self._grad_mode = grad_mode
         self.profile = profile
         self.stages = stages
         self.blur: Blur = make_blur(blur)
-        self.seed = int(seed)
         opts = profile_options(profile, overrides)
         self.calibration = apply_calibration(opts, profile, overrides, calibration, classifier, self.blur.spec)
         self.coarse_cache = coarse_cache
         self.ila_norm, self.surrogate, self.dtype, self.channels_last = runtime_options(overrides)
         if self.channels_last:
             self.classifier.to(memory_format=torch.channels_last)
-        self.grad_mode = grad_mode
 
         check_stage_options(opts)
         self.coarse_steps: int = opts["coarse_steps"]
@@ -110,6 +115,7 @@ class ZeroPur(nn.Module):
         self.coarse_step = step_size(opts["coarse_step"], self.coarse_eps, self.coarse_steps)
         self.momentum = float(opts["momentum"]) if opts["momentum"] else None
         self.random_start = bool(opts["random_start"])
+        self.randomized = self.random_start  # the random start is its only randomness
         self.blur_target_detached = bool(opts["blur_target_detached"])
         self.fine_steps: int = opts["fine_steps"]
         self.fine_eps = float(opts["fine_eps"])
@@ -145,16 +151,16 @@ class ZeroPur(nn.Module):
 
     @property
     def grad_mode(self) -> str:
+        """What a direct call's backward does (fixed at construction; attacks use the gradient wrappers)."""
         return self._grad_mode
 
-    @grad_mode.setter
-    def grad_mode(self, mode: str) -> None:
-        if mode not in GRAD_MODES:
-            raise UserError(f"grad_mode must be one of {GRAD_MODES}, got {mode!r}")
-        self._grad_mode = mode
+    @property
+    def default_gradient(self) -> str:
+        return self._grad_mode
 
     def config(self) -> dict[str, Any]:
-        """Every hyperparameter actually used (JSON-able); records store it."""
+        """Every hyperparameter actually used (JSON-able); records store it. The record format of ZeroPur's first
+        records (``method``, ``grad_mode``, ``surrogate``, ...): comparison keys stay byte-identical."""
         extra: dict[str, Any] = {}
         if self.calibration is not None:  # resolved weight and its source: part of the comparison key
             extra["calibration"] = self.calibration.short()
@@ -175,16 +181,8 @@ class ZeroPur(nn.Module):
                        "lpips": list(self.lpips_layers) if self.lpips_weight else []},
         }
 
-    describe = config
-
     def extra_repr(self) -> str:
         return f"profile={self.profile!r}, stages={self.stages!r}, blur={self.blur.spec!r}, grad_mode={self.grad_mode!r}"
-
-    def train(self, mode: bool = True) -> "ZeroPur":
-        """Set the module's flag only: the classifier always stays in eval mode (no batch statistics)."""
-        self.training = mode
-        self.classifier.eval()
-        return self
 
     # ------------------------------------------------------------------ helpers
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
@@ -198,29 +196,9 @@ class ZeroPur(nn.Module):
         with self._autocast(x.device):
             return self._tap.run(x)
 
-    def _check_input(self, x: Any) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or not x.is_floating_point():
-            raise UserError(f"ZeroPur expects a float image batch of shape (N, C, H, W) in [0, 1], got "
-                            f"{type(x).__name__}{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")
-        if getattr(self, "_trusted", 0):
-            return  # inside an attack's loop: its inputs were checked once and stay in [0, 1] by projection
-        with torch.no_grad():
-            lo, hi = torch.aminmax(x.detach())
-        if not (torch.isfinite(lo) and torch.isfinite(hi)):
-            raise UserError("ZeroPur input contains NaN or inf pixels; pass images in [0, 1]")
-        if lo < -1e-6 or hi > 1 + 1e-6:
-            raise UserError(f"ZeroPur input pixels must lie in [0, 1], got range [{lo.item():.4g}, {hi.item():.4g}]"
-                            "; pass unnormalised images (normalisation belongs inside the classifier)")
-
-    @contextlib.contextmanager
-    def trusted_inputs(self) -> Iterator[None]:
-        """Skip the per-call pixel-range check (a host-device sync on a GPU) while an attack, which validated its
-        input once and projects every iterate into [0, 1], calls the defense at every step."""
-        self._trusted = getattr(self, "_trusted", 0) + 1
-        try:
-            yield
-        finally:
-            self._trusted -= 1
+    def counting_passes(self) -> contextlib.AbstractContextManager:
+        """No coarse result shared with other variants inside (each prediction does all of its own passes)."""
+        return self.coarse_cache.bypass() if self.coarse_cache is not None else contextlib.nullcontext()
 
     @contextlib.contextmanager
     def _session(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -245,18 +223,22 @@ class ZeroPur(nn.Module):
     # ------------------------------------------------------------------ objectives (functions of x)
     def stage_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Outputs f_l(x) of every hooked stage, plus ``'embedding'`` = f(x) (differentiable if x requires grad)."""
-        self._check_input(x)
+        self.check_input(x)
         with self._tap:
             _, feats, emb = self._forward_tap(x)
         return {**feats, "embedding": emb}
 
     def coarse_objective(self, x: torch.Tensor) -> torch.Tensor:
         """Per-sample cosine d(f(x), f(g(x))) (Eq. 7), differentiable through both x and the blur branch."""
-        self._check_input(x)
+        self.check_input(x)
         n = x.shape[0]
         with self._tap:
             _, _, emb = self._forward_tap(torch.cat([x, self.blur(x)]))
         return F.cosine_similarity(upcast(emb[:n]), upcast(emb[n:]), dim=1)
+
+    def objective(self, x: torch.Tensor) -> torch.Tensor:
+        """What purification ascends first: the coarse cosine d(f(x), f(g(x))) (:meth:`coarse_objective`)."""
+        return self.coarse_objective(x)
 
     def _norm_refs(self) -> list[float] | None:
         """Reference scales of ``ila_norm='feature'`` for the fine layers; None when ILA is not normalised."""
@@ -270,7 +252,7 @@ class ZeroPur(nn.Module):
         ila_weight · (ILA summed or averaged over S) − lpips_weight · self-LPIPS(x'', x_adv).
         """
         for t in (x2, x_adv, x_coarse):
-            self._check_input(t)
+            self.check_input(t)
         n = x2.shape[0]
         with self._tap:
             _, feats, _ = self._forward_tap(torch.cat([x2, x_adv, x_coarse]))
@@ -287,22 +269,24 @@ class ZeroPur(nn.Module):
 
     # ------------------------------------------------------------------ the two stages (math in stages.py)
     def _coarse(self, x0: torch.Tensor, indices: torch.Tensor, graph: bool,
-                on_iterate: Callable[[torch.Tensor], None] | None = None) -> torch.Tensor:
+                on_iterate: Callable[[torch.Tensor], None] | None = None, surrogate: str | None = None) -> torch.Tensor:
         """Coarse shifting, Alg. 1, with this defense's current settings (:func:`.stages.coarse_shift`)."""
         return coarse_shift(self._forward_tap, self.blur, x0, indices, eps=self.coarse_eps, steps=self.coarse_steps,
                             alpha=self.coarse_step, momentum=self.momentum, random_start=self.random_start,
                             blur_target_detached=self.blur_target_detached, seed=self.seed,
-                            surrogate=self.surrogate, graph=graph, on_iterate=on_iterate)
+                            surrogate=surrogate or self.surrogate, graph=graph, on_iterate=on_iterate)
 
-    def _fine(self, x_adv: torch.Tensor, x_coarse: torch.Tensor, graph: bool) -> torch.Tensor:
+    def _fine(self, x_adv: torch.Tensor, x_coarse: torch.Tensor, graph: bool,
+              surrogate: str | None = None) -> torch.Tensor:
         """Fine alignment, Alg. 2 / MILD, with this defense's current settings (:func:`.stages.fine_align`)."""
         return fine_align(self._forward_tap, x_adv, x_coarse, eps=self.fine_eps, steps=self.fine_steps,
                           alpha=self.fine_step, layers=self.fine_layers, ila_weight=self.ila_weight,
                           ila_reduce=self.ila_reduce, norm_refs=self._norm_refs(), lpips_weight=self.lpips_weight,
-                          lpips_layers=self.lpips_layers, surrogate=self.surrogate, graph=graph)
+                          lpips_layers=self.lpips_layers, surrogate=surrogate or self.surrogate, graph=graph)
 
-    def _purify(self, x: torch.Tensor, indices: torch.Tensor | None, graph: bool) -> dict[str, torch.Tensor]:
-        self._check_input(x)
+    def _purify(self, x: torch.Tensor, indices: torch.Tensor | None, graph: bool,
+                surrogate: str | None = None) -> dict[str, torch.Tensor]:
+        self.check_input(x)
         if indices is None:
             indices = torch.arange(x.shape[0], device=x.device)
         else:
@@ -314,15 +298,16 @@ class ZeroPur(nn.Module):
             return {"coarse": x.clone(), "purified": x.clone()}
         with self._session(x) as x_in:
             graph = graph and x_in.requires_grad
-            cache = self.coarse_cache if (self.coarse_cache is not None and not graph) else None
+            # the memo holds exact results of this defense's own steps: not for a graph, nor a surrogate's steps
+            cache = self.coarse_cache if (self.coarse_cache is not None and not graph and not surrogate) else None
             key = self._coarse_key() if cache is not None else None
             coarse = cache.get(key, x_in, indices) if cache is not None else None
             if coarse is None:
-                coarse = self._coarse(x_in, indices, graph)
+                coarse = self._coarse(x_in, indices, graph, surrogate=surrogate)
                 if cache is not None:
                     cache.put(key, x_in, indices, coarse)
             out = {"coarse": coarse}
-            out["purified"] = self._fine(x_in, coarse, graph) if self.stages == "cf" else coarse
+            out["purified"] = self._fine(x_in, coarse, graph, surrogate) if self.stages == "cf" else coarse
         return out
 
     # ------------------------------------------------------------------ public API
@@ -336,6 +321,16 @@ class ZeroPur(nn.Module):
         out = self._purify(x, indices, graph)["purified"]
         return out if graph else out.detach()
 
+    def differentiable_purify(self, x: torch.Tensor, indices: torch.Tensor | None = None,
+                              surrogate: str | None = None) -> torch.Tensor:
+        """Purified images with the graph of the unrolled steps (the full gradient), under ``surrogate`` ('sign':
+        the defense's own steps, whose gradient through sign(g) is zero; 'normalized': g/‖g‖_∞, which carries
+        gradient), default the defense's own ``surrogate`` setting."""
+        if surrogate is not None and surrogate not in self.surrogates:
+            raise UserError(f"ZeroPur offers the surrogates {', '.join(self.surrogates)}, not {surrogate!r}")
+        with torch.enable_grad():
+            return self._purify(x, indices, torch.is_grad_enabled(), surrogate)["purified"]
+
     def purify_stages(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """{'coarse': x' , 'purified': final} from one run (the coarse result is computed anyway for 'cf')."""
         return {k: v.detach() for k, v in self._purify(x, indices, False).items()}
@@ -345,7 +340,7 @@ class ZeroPur(nn.Module):
         embeddings), detached. ``indices`` as in :meth:`purify`. x_K is checked bit for bit against
         ``purify_stages(x, indices)['coarse']``, so the iterates are those the defense itself runs through (a
         :class:`UserError` if not). No gradient."""
-        self._check_input(x)
+        self.check_input(x)
         idx = torch.arange(x.shape[0], device=x.device) if indices is None else \
             torch.as_tensor(indices, device=x.device)
         out = [x.detach().clone()]
@@ -361,8 +356,8 @@ class ZeroPur(nn.Module):
     def align(self, x: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         """Fine alignment alone (Alg. 2) from ``x`` with a given coarse result x' (e.g. from
         :meth:`purify_stages`), so several fine settings can share one coarse stage. No gradient."""
-        self._check_input(x)
-        self._check_input(coarse)
+        self.check_input(x)
+        self.check_input(coarse)
         if coarse.shape != x.shape:
             raise UserError(f"coarse must have the shape of x {tuple(x.shape)}, got {tuple(coarse.shape)}")
         with self._session(x) as x_in:

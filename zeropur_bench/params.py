@@ -1,13 +1,15 @@
-"""Attack parameters, typed and range-checked in one place: each attack declares ``params`` (a :class:`Param` per
-parameter, beside its default), and :meth:`Attack.resolve_params` checks every value before anything else sees it
-(column labels, comparison keys, the attack itself). A raw string such as ``steps=abc`` never gets further."""
+"""Parameters of attacks and defenses, typed and range-checked in one place: each attack declares ``param_specs``
+(a :class:`Param` per parameter, beside its default) and each registered defense its options (declared, or read
+from its constructor's signature); :meth:`Attack.resolve_params` and the defense registry check every value before
+anything else sees it (column labels, comparison keys, the attack or defense itself). A raw string such as
+``steps=abc`` never gets further."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UserError
+from .errors import UserError
 
 
 def _is_int(v: Any) -> bool:
@@ -24,7 +26,7 @@ def _is_number(v: Any) -> bool:
 
 @dataclass(frozen=True)
 class Param:
-    """One attack parameter. ``kind``: int | number | bool | word | numbers (a number or a list of numbers);
+    """One parameter of an attack or a defense. ``kind``: int | number | bool | word | numbers (a number or a list of numbers);
     ``optional``: None allowed (its default then means "derived", e.g. step = eps/4); ``low`` / ``high`` with
     ``open_low`` / ``open_high`` bound numbers; ``choices`` restricts words."""
 
@@ -69,12 +71,14 @@ class Param:
         return bool(values) and all(_is_number(x) and self._in_range(float(x)) for x in values)
 
 
-def check_params(attack: str, spec: dict[str, Param], params: dict[str, Any]) -> None:
-    """One :class:`UserError` for the first value in ``params`` its :class:`Param` does not admit."""
+def check_params(owner: str, spec: dict[str, Param], params: dict[str, Any], kind: str = "attack") -> None:
+    """One :class:`UserError` for the first value in ``params`` its :class:`Param` does not admit (``owner``: the
+    attack's or defense's name, ``kind``: 'attack' or 'defense')."""
     for key, v in params.items():
         p = spec.get(key)
         if p is not None and not p.valid(v):
-            raise UserError(f"attack {attack!r}: parameter {key} must be {p.describe()}, got {v!r}")
+            word = "parameter" if kind == "attack" else "option"
+            raise UserError(f"{kind} {owner!r}: {word} {key} must be {p.describe()}, got {v!r}")
 
 
 # The parameters most attacks share.
