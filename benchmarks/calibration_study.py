@@ -39,7 +39,8 @@ def run_one(name: str, out: Path) -> None:
     from zeropur_bench.data import load_data, slice_sha256
     from zeropur_bench.defense.calibrate import calibrate
     from zeropur_bench.defense.calibration import DEFAULT_N, DEFAULT_SEED, calibration_slice
-    from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig, Evaluator
+    from zeropur_bench.config import AttackSpec, DefenseSpec, EvalConfig
+    from zeropur_bench.evaluate import Evaluator
 
     entry = registry.get(name)
     dataset, blur = entry.dataset, default_blur(name)

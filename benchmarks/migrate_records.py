@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from zeropur_bench.attacks import ATTACKS
-from zeropur_bench.evaluate import AttackSpec
+from zeropur_bench.config import AttackSpec
 from zeropur_bench.fsio import write_json_atomic
 from zeropur_bench.records import SCHEMA
 from zeropur_bench.sanity import bare_sweep_attack, sweep_row_names, with_steps

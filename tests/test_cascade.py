@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from zeropur_bench.errors import UserError
-from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig, Evaluator
+from zeropur_bench.config import AttackSpec, DefenseSpec, EvalConfig
+from zeropur_bench.evaluate import Evaluator
 
 # Deterministic attacks (no random start) against the deterministic authors' ZeroPur-C: an example's outcome under
 # an attack does not depend on which other examples share its batch, so the cascade must agree exactly.

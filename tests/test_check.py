@@ -13,7 +13,8 @@ from scipy.stats import binomtest
 from zeropur_bench.check import Comparison, compare, make_baseline
 from zeropur_bench.cli import main
 from zeropur_bench.errors import UserError
-from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig, evaluate
+from zeropur_bench.config import AttackSpec, DefenseSpec, EvalConfig
+from zeropur_bench.evaluate import evaluate
 
 from conftest import WEIGHTS
 

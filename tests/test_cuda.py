@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from zeropur_bench.attacks import ATTACKS
-from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig, evaluate
+from zeropur_bench.config import AttackSpec, DefenseSpec, EvalConfig
+from zeropur_bench.evaluate import evaluate
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig, evaluate
+from zeropur_bench.config import AttackSpec, DefenseSpec, EvalConfig
+from zeropur_bench.evaluate import evaluate
 from zeropur_bench.errors import UserError
 from zeropur_bench.stats import wilson
 

@@ -106,7 +106,7 @@ def adaptive_eps16(tmp_path_factory, data_dir):
 
 @pytest.fixture(scope="module")
 def sanity_report(tmp_path_factory, data_dir):
-    from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig
+    from zeropur_bench.config import AttackSpec, DefenseSpec, EvalConfig
     from zeropur_bench.sanity import run_sanity
 
     out = tmp_path_factory.mktemp("sanity") / "sanity.json"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from zeropur_bench.errors import UserError
-from zeropur_bench.evaluate import AttackSpec, DefenseSpec, EvalConfig
+from zeropur_bench.config import AttackSpec, DefenseSpec, EvalConfig
 from zeropur_bench.sanity import (decide_adaptive_vs_transfer, decide_convergence, decide_eps_sweep,
                                   decide_gradient_free, half_width, run_sanity, sanity_report_text)
 from zeropur_bench.stats import wilson

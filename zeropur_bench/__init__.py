@@ -12,7 +12,7 @@ from .data import load_data
 from .errors import UserError
 
 __all__ = ["ZeroPur", "load_defended_model", "load_classifier", "load_data", "evaluate", "EvalConfig", "UserError",
-           "__version__"]
+           "Purifier", "register_defense", "BPDA", "FullGradient", "__version__"]
 
 
 def __getattr__(name: str):
@@ -21,8 +21,22 @@ def __getattr__(name: str):
         from . import defense
 
         return getattr(defense, name)
-    if name in ("evaluate", "EvalConfig", "AttackSpec", "DefenseSpec"):
-        from . import evaluate as ev
+    if name in ("Purifier", "register_defense"):
+        from . import defense  # the built-in defenses first: a user's name never shadows one
+        from .defenses import register_defense
+        from .purifier import Purifier
 
-        return getattr(ev, name)
+        return Purifier if name == "Purifier" else register_defense
+    if name in ("BPDA", "FullGradient"):
+        from . import gradients
+
+        return getattr(gradients, name)
+    if name == "evaluate":
+        from .evaluate import evaluate
+
+        return evaluate
+    if name in ("EvalConfig", "AttackSpec", "DefenseSpec"):
+        from . import config
+
+        return getattr(config, name)
     raise AttributeError(f"module 'zeropur_bench' has no attribute {name!r}")

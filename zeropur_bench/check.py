@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .evaluate import AttackSpec, DefenseSpec, EvalConfig, evaluate
+from .config import LEGACY_DEFENSE_FIELDS, AttackSpec, DefenseSpec, EvalConfig
+from .evaluate import evaluate
 from .fsio import write_json_atomic
 from .keys import describe_diff
 from .records import OLD_SCHEMAS, SCHEMA, RecordError, RecordView
@@ -43,7 +44,8 @@ def config_from_record(cfg: dict, schema: str = SCHEMA) -> EvalConfig:
     kw["attacks"] = [AttackSpec(name=a["name"], params=a.get("params", {}),
                                 label=None if schema in OLD_SCHEMAS else a.get("label"))
                      for a in cfg["attacks"]]
-    kw["defenses"] = [DefenseSpec(**{k: v for k, v in d.items() if k in {f.name for f in fields(DefenseSpec)}})
+    spec_fields = {"name", "options", "label", "sweep", *LEGACY_DEFENSE_FIELDS}
+    kw["defenses"] = [DefenseSpec(**{k: copy.deepcopy(v) for k, v in d.items() if k in spec_fields})
                       for d in cfg["defenses"]]
     return EvalConfig(**kw)
 
@@ -222,9 +224,10 @@ def run_check(baseline_path: str | os.PathLike, *, record_path: str | os.PathLik
     else:
         config = config_from_record(base["config"], schema)
         blur = overrides.pop("blur", None)  # e.g. blur=identity: the gross break the check must catch
-        for d in config.defenses:
-            d.overrides = {**d.overrides, **overrides}
-            d.blur = blur or d.blur
+        changes = {**overrides, **({"blur": blur} if blur else {})}
+        for d in config.defenses:  # every variant that takes these options (not the bare classifier)
+            if d.entry.open_options or set(changes) <= set(d.entry.option_specs):
+                d.options = {**d.options, **changes}
         if blur:
             overrides["blur"] = blur
         now = evaluate(config, data_dir=data_dir, write=False, progress=progress)

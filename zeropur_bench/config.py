@@ -17,8 +17,6 @@ from .threats import THREATS
 
 SETTINGS = ("transfer", "adaptive")
 DTYPES = {"fp32": None, "bf16": torch.bfloat16}
-# ZeroPur options the run owns: a per-variant override would contradict the run's own setting.
-RUN_OWNED_DEFENSE_KEYS = {"dtype": "--dtype", "channels_last": "--channels-last", "seed": "--seed"}
 # Paper names an attack's column may carry only with that paper's / library's settings (see Attack.label).
 RESERVED_LABELS = ("pgd-20", "pgd20", "autoattack")
 
@@ -75,57 +73,66 @@ class AttackSpec:
         return self.label
 
 
-DEFENSES = ("zeropur", "blur", "none")
+# Fields of DefenseSpec before the defense registry (ZeroPur's knobs): still accepted, folded into ``options`` by the
+# defense's own rule, and written back into records beside ``options`` by it.
+LEGACY_DEFENSE_FIELDS = ("profile", "stages", "blur", "overrides", "calibration")
 
 
-@dataclass
+@dataclass(init=False)
 class DefenseSpec:
-    """A defense variant: ``zeropur`` with profile / stages / blur / overrides (``calibration``: a calibration
-    dict for profile ``calibrated``; None = the shipped one; ``sweep``: the swept setting(s) of a sweep's variant,
-    recorded so reports never parse the label), ``blur`` (the blur alone, g(x): the paper's Table 1
-    baseline) or ``none``."""
+    """A defense variant: a registered defense ``name`` (:mod:`zeropur_bench.defenses`) with its ``options``, a
+    ``label`` (the variant's name; default the defense's own rule, e.g. ``zeropur-cf``) and, for a sweep's variant,
+    ``sweep``: the swept setting(s), recorded so reports never parse the label.
 
-    name: str = "zeropur"
-    profile: str = "authors"
-    stages: str = "cf"
-    blur: str = "median:3"
-    overrides: dict[str, Any] = field(default_factory=dict)
-    label: str | None = None
-    calibration: dict[str, Any] | None = None
-    sweep: dict[str, Any] | None = None  # a sweep's variant: {parameter: value} (zeropur-bench sweep)
+    ``DefenseSpec(stages="c", profile="calibrated", blur=..., overrides={...}, calibration=...)`` (ZeroPur's fields
+    before the registry) still works: the defense folds them into ``options``."""
+
+    name: str
+    options: dict[str, Any]
+    label: str | None
+    sweep: dict[str, Any] | None
+
+    def __init__(self, name: str = "zeropur", options: dict[str, Any] | None = None, label: str | None = None,
+                 sweep: dict[str, Any] | None = None, **legacy: Any) -> None:
+        unknown = sorted(set(legacy) - set(LEGACY_DEFENSE_FIELDS))
+        if unknown:
+            raise UserError(f"unknown defense field(s) {', '.join(unknown)}; a defense takes name, options, label")
+        self.name, self.label, self.sweep = name, label, sweep
+        given = {k: v for k, v in legacy.items() if v is not None and v != {}}
+        folded = self.entry.from_record_fields(given) if (given and self.entry.from_record_fields) else {}
+        if given and self.entry.from_record_fields is None:
+            raise UserError(f"defense {name!r} takes options (options={{...}}), not {', '.join(sorted(given))}")
+        self.options = {**folded, **dict(options or {})}
+
+    @property
+    def entry(self) -> Any:
+        from .defense import registered
+
+        return registered(self.name)
 
     @property
     def key(self) -> str:
-        if self.label:
-            return self.label
-        if self.name in ("none", "blur"):
-            return self.name
-        return f"zeropur-{self.stages}"
+        """The variant's name in records and tables."""
+        return self.label or self.entry.variant_label(self.options)
 
     def check(self) -> None:
-        if self.name not in DEFENSES:
-            raise UserError(f"unknown defense '{self.name}'; known: {', '.join(DEFENSES)}")
-        owned = sorted(set(self.overrides) & set(RUN_OWNED_DEFENSE_KEYS))
-        if owned:
-            raise UserError(f"ZeroPur option(s) {', '.join(owned)} are set for the whole run: use "
-                            f"{', '.join(RUN_OWNED_DEFENSE_KEYS[k] for k in owned)} instead of --zp")
+        """The defense exists and takes these options (before anything is loaded)."""
+        self.entry.check_options(self.options)
 
-    def build(self, classifier: nn.Module, seed: int, dtype: str = "fp32", channels_last: bool = False,
-              coarse_cache: Any = None) -> nn.Module:
+    def record_fields(self) -> dict[str, Any]:
+        """What a record keeps of this variant: name, options, label, sweep, and the defense's own older fields."""
+        entry = self.entry
+        extra = entry.record_fields(self.options) if entry.record_fields else {}
+        return {"name": self.name, **extra, "options": self.options, "label": self.label, "sweep": self.sweep}
+
+    def build(self, classifier: nn.Module, context: Any) -> nn.Module:
+        """The defense in front of ``classifier`` (``context``: :class:`zeropur_bench.defenses.BuildContext`)."""
         self.check()
-        if self.name == "none":
-            from .defense import NoDefense
+        return self.entry.factory(classifier, context, dict(self.options))
 
-            return NoDefense(classifier)
-        if self.name == "blur":
-            from .defense import BlurOnly
-
-            return BlurOnly(classifier, self.blur)
-        from .defense import ZeroPur
-
-        return ZeroPur(classifier, profile=self.profile, stages=self.stages, blur=self.blur, seed=seed,
-                       dtype=dtype, channels_last=channels_last, calibration=self.calibration,
-                       coarse_cache=coarse_cache, **self.overrides)
+    def option(self, key: str, default: Any = None) -> Any:
+        """An option's value, or the defense's default for it."""
+        return self.options.get(key, self.entry.defaults.get(key, default))
 
 
 def _positive_int(value: Any, what: str) -> int:
@@ -212,14 +219,14 @@ class EvalConfig:
         if self.cascade and self.setting != "adaptive":
             raise UserError("a cascade attacks each defended model on its own survivors: use it with --setting "
                             "adaptive (the transfer setting crafts every attack once for all variants)")
-        adaptive_defended = any(d.name != "none" for d in self.defenses)
+        adaptive_defended = any(d.name != "none" for d in self.defenses)  # the bare classifier is no defense
         for a in self.attacks:
             cls = a.cls
             if (cls.needs_defense or cls.adaptive_only) and self.setting == "transfer":
                 raise UserError(f"attack '{a.name}' attacks the defense itself: use --setting adaptive")
             if (cls.needs_defense or cls.adaptive_only) and not adaptive_defended:
                 raise UserError(f"attack '{a.name}' attacks a defense, but the only variant is 'none'; "
-                                "use --defense zeropur or a transfer attack such as pgd")
+                                "add a defense (--defense NAME) or use a transfer attack such as pgd")
             a.resolved(self.eps, self.threat)  # unknown or run-owned keys fail here, before any work
         akeys = [a.key_for(self.eps, self.threat) for a in self.attacks]
         if len(set(akeys)) != len(akeys):
@@ -234,7 +241,7 @@ class EvalConfig:
         d = asdict(self)
         d["attacks"] = [{**asdict(a), "key": a.key_for(self.eps, self.threat), "family": a.cls.family_name(),
                          "resolved": a.resolved(self.eps, self.threat)} for a in self.attacks]
-        d["defenses"] = [{**asdict(v), "key": v.key} for v in self.defenses]
+        d["defenses"] = [{**v.record_fields(), "key": v.key} for v in self.defenses]
         d["eps_str"] = eps_str(self.eps, self.threat)
         if d.get("checkpoint"):
             from .data import portable_path

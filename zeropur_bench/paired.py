@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from .records import RecordView, VariantView
 from .stats import mcnemar_two_sided
 
 # (label, the variant that should win, the variant it is compared with): matched on profile, stages and blur.
@@ -17,31 +18,31 @@ COMPARISONS = (
 )
 
 
-def _find(variants: dict, profile: str, stages: str, blur: str) -> list[dict]:
-    out = [v for v in variants.values() if (v.get("defense") or {}).get("name", "zeropur") == "zeropur"
-           and (v.get("defense") or {}).get("profile") == profile and (v.get("defense") or {}).get("stages") == stages
-           and (v.get("defense") or {}).get("blur") == blur]
+def _find(variants: Iterable[VariantView], profile: str, stages: str, blur: str) -> list[VariantView]:
+    """The variants with these profile, stages and blur (the view has stages and a profile only for a defense
+    whose options hold them)."""
+    variants = list(variants)
+    out = [v for v in variants if v.profile == profile and v.stages == stages and v.blur == blur]
     if not out and profile == "authors" and stages == "c":  # a run of the calibrated profile alone has its own C
         return _find(variants, "calibrated", "c", blur)
     return out
 
 
-def _pair(wins: list[dict], bases: list[dict]) -> tuple[dict, dict] | None:
+def _pair(wins: list[VariantView], bases: list[VariantView]) -> tuple[VariantView, VariantView] | None:
     """The first two variants with the same --zp overrides (a sweep's variants differ by them)."""
     for a in wins:
         for b in bases:
-            if a is not b and (a["defense"].get("overrides") or {}) == (b["defense"].get("overrides") or {}):
+            if a is not b and a.overrides == b.overrides:
                 return a, b
     return None
 
 
-def compare(record: dict, attack_keys: Iterable[str]) -> list[dict[str, Any]]:
+def compare(record: RecordView, attack_keys: Iterable[str]) -> list[dict[str, Any]]:
     """One entry per comparison that the record's variants allow: ``{"comparison", "blur", "n", "cells":
     {(attack, "adv"|"robust"): (delta in points, p, b, c)}}``; b/c count the examples only the first/second
     variant gets right."""
-    variants = record.get("variants") or {}
-    blurs = sorted({(v.get("defense") or {}).get("blur") for v in variants.values()
-                    if (v.get("defense") or {}).get("name", "zeropur") == "zeropur"} - {None})
+    variants = list(record.variants.values())
+    blurs = sorted({v.blur for v in variants if v.stages is not None} - {None})
     out = []
     for blur in blurs:
         for label, win, base in COMPARISONS:
@@ -52,14 +53,14 @@ def compare(record: dict, attack_keys: Iterable[str]) -> list[dict[str, Any]]:
             cells = {}
             for key in attack_keys:
                 for kind, field in (("adv", "adv_correct"), ("robust", "robust_correct")):
-                    va = ((a.get("examples") or {}).get(field) or {}).get(key)
-                    vb = ((b.get("examples") or {}).get(field) or {}).get(key)
+                    va = (a.examples.get(field) or {}).get(key)
+                    vb = (b.examples.get(field) or {}).get(key)
                     if va is None or vb is None or len(va) != len(vb) or not va:
                         continue
                     p, only_b, only_a = mcnemar_two_sided(vb, va)
                     cells[(key, kind)] = (100 * (sum(va) - sum(vb)) / len(va), p, only_a, only_b)
             if cells:
-                n = len((a.get("examples") or {}).get("defended_clean_correct") or [])
+                n = len(a.examples.get("defended_clean_correct") or [])
                 out.append({"comparison": label, "blur": blur, "n": n, "cells": cells})
     return out
 

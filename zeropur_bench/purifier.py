@@ -113,6 +113,8 @@ class Purifier(nn.Module):
     surrogates: ClassVar[tuple[str, ...]] = ()
     passes_per_prediction: ClassVar[float | None] = None
     has_objective: ClassVar[bool] = False  # offers objective(x) (defense-aware attacks)
+    # a calibrated purifier's calibration (an object with to_dict(): how and on what it was fitted), for its record
+    calibration: Any = None
 
     @property
     def default_gradient(self) -> str:
@@ -230,8 +232,9 @@ class Purifier(nn.Module):
         return contextlib.nullcontext()
 
     def train(self, mode: bool = True) -> "Purifier":
-        """A purifier stays in eval mode (its classifier never uses batch statistics): ``train()`` changes nothing."""
-        return super().train(False)
+        """A purifier stays in eval mode (its classifier never uses batch statistics): ``train()`` and ``eval()``
+        change nothing, so a library that toggles modes (torchattacks, AutoAttack) never writes to the defense."""
+        return self
 
 
 @runtime_checkable

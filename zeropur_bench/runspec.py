@@ -16,7 +16,7 @@ from .errors import UserError
 if TYPE_CHECKING:  # the engine imports torch: loaded only when a run is built
     from torch import nn
 
-    from .evaluate import AttackSpec, DefenseSpec
+    from .config import AttackSpec, DefenseSpec
 
 PROFILE_NAMES = ("authors", "paper", "calibrated")
 DEFAULT_PROFILE = "calibrated"  # issue 20: the measurements behind this choice are in README "The calibrated profile"
@@ -76,7 +76,7 @@ def parse_kv(items: str, what: str) -> dict[str, Any]:
 
 def parse_attack(text: str) -> AttackSpec:
     """``NAME`` or ``NAME:key=value,key=value`` (e.g. ``pgd:steps=40``, ``autoattack:version=standard``)."""
-    from .evaluate import AttackSpec
+    from .config import AttackSpec
 
     name, _, rest = text.partition(":")
     return AttackSpec(name=name.strip(), params=parse_kv(rest, f"--attack {text}"))
@@ -120,84 +120,44 @@ def default_n_ex(model: str) -> int:
 
 def default_attacks() -> list[AttackSpec]:
     """PGD-20 and AutoAttack-rand (the paper's Tables 2–5)."""
-    from .evaluate import AttackSpec
+    from .config import AttackSpec
 
     return [AttackSpec("pgd"), AttackSpec("autoattack", {"version": "rand"})]
 
 
-# -- defense variants and their calibrations --------------------------------------------------------------------
-def build_variants(defenses: list[str], stages: Sequence[str], profiles: list[str], blurs: list[str],
-                   overrides: dict) -> list[DefenseSpec]:
-    """The defense variants of a run, in display order: the blur alone, then per blur and profile C and C-F
-    (calibrations are attached by :func:`attach_calibrations`). C under 'calibrated' is C under 'authors' (the
-    calibration only changes the fine stage), so with both profiles it is made once, as the authors'."""
-    from .defense.blur import make_blur
-    from .evaluate import DefenseSpec
+# -- defense variants ------------------------------------------------------------------------------------------
+def parse_defense(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME`` or ``NAME:key=value,key=value`` (e.g. ``zeropur:stages=c``, ``my-squeeze:bits=3``)."""
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not name:
+        raise UserError(f"--defense {text}: give a defense name, e.g. zeropur or blur (`zeropur-bench list`)")
+    return name, parse_kv(rest, f"--defense {text}")
 
-    for b in blurs:  # validate blur specs before any work
-        make_blur(b)
-    stage_list = list(dict.fromkeys(stages)) or ["c", "cf"]
-    many_b, many_p = len(blurs) > 1, len(profiles) > 1
-    out = []
-    if "none" in defenses:
-        out.append(DefenseSpec(name="none"))
-    if "blur" in defenses:
-        out += [DefenseSpec(name="blur", blur=b, label="blur" + (f"-{b}" if many_b else "")) for b in blurs]
-    if "zeropur" in defenses:
-        for b in blurs:
-            for p in profiles:
-                for st in stage_list:
-                    if st == "c" and p == "calibrated" and "authors" in profiles:
-                        continue
-                    label = f"zeropur-{st}" + (f"-{p}" if many_p else "") + (f"-{b}" if many_b else "")
-                    out.append(DefenseSpec(profile=p, stages=st, blur=b, overrides=overrides, label=label))
+
+def build_variants(defenses: Sequence[str], stages: Sequence[str], profiles: Sequence[str], blurs: Sequence[str],
+                   overrides: dict, calibration_file: str | None = None) -> list[DefenseSpec]:
+    """The defense variants of a run, in display order (the bare classifier, the blur alone, then the others as
+    given). Each ``--defense NAME[:k=v,...]`` expands into its variants by its own rule
+    (:meth:`~zeropur_bench.defenses.DefenseEntry.expand`): ZeroPur into one variant per blur, profile and stages
+    (``--blur``, ``--profile``, ``--stages``, ``--zp``, ``--calibration``), the blur alone into one per blur, any
+    other defense into one variant with its options."""
+    from .config import DefenseSpec
+    from .defense import registered
+    from .defenses import VariantOptions
+
+    run = VariantOptions(stages=tuple(dict.fromkeys(stages)), profiles=tuple(dict.fromkeys(profiles)),
+                         blurs=tuple(dict.fromkeys(blurs)), overrides=dict(overrides),
+                         calibration_file=calibration_file)
+    parsed = [parse_defense(t) for t in dict.fromkeys(defenses)]
+    entries = [(registered(name), options) for name, options in parsed]
+    out: list[DefenseSpec] = []
+    for entry, options in sorted(entries, key=lambda e: e[0].order):  # stable: the given order within a rank
+        entry.check_options(options)
+        out += [DefenseSpec(entry.name, opts, label) for opts, label in entry.expand(options, run)]
+    if calibration_file is not None and not any(v.option("calibration") is not None for v in out):
+        raise UserError("--calibration is for --profile calibrated")
     return out
-
-
-def load_for_calibration(model: str, dataset: str, threat: str, checkpoint: str | None, model_dir: str | None,
-                         device: str) -> tuple[nn.Module, Any]:
-    """(classifier, info), loaded once for the calibration lookup and handed to the engine."""
-    from .classifiers import load_classifier
-    from .device import check_device
-
-    check_device(device)
-    return load_classifier(model, dataset, threat, checkpoint=checkpoint, model_dir=model_dir, device=device,
-                           return_info=True)
-
-
-def attach_calibrations(variants: Sequence[DefenseSpec], model: str, dataset: str, threat: str,
-                        checkpoint: str | None, model_dir: str | None, device: str, calibration_file: str | None,
-                        data_dir: str | None, echo: Echo = to_stderr) -> tuple[Any, Any] | None:
-    """Give every ``calibrated`` ZeroPur variant its calibration (``DefenseSpec.calibration``): None where the
-    classifier's shipped one exists, the named file's, or one computed now on clean training images (said through
-    ``echo``); never a silent fall back to the authors' 1e-4. Returns the (classifier, info) it loaded, or None
-    when no variant is calibrated (then a ``calibration_file`` is a :class:`UserError`)."""
-    from . import registry
-    from .defense.blur import make_blur
-    from .defense.calibrate import calibrate
-    from .defense.calibration import DEFAULT_RULE, load_calibration, weights_sha256
-
-    targets = [v for v in variants if v.name == "zeropur" and v.profile == "calibrated"]
-    if not targets:
-        if calibration_file is not None:
-            raise UserError("--calibration is for --profile calibrated")
-        return None
-    loaded = load_for_calibration(model, dataset, threat, checkpoint, model_dir, device)
-    given = load_calibration(calibration_file).to_dict() if calibration_file is not None else None
-    sha = weights_sha256(loaded[0])
-    fitted: dict[str, dict | None] = {}
-    for v in targets:
-        spec = make_blur(v.blur).spec
-        if spec not in fitted:
-            if given is not None or registry.calibration_for(sha, spec, DEFAULT_RULE) is not None:
-                fitted[spec] = given
-            else:
-                echo(f"profile calibrated: this classifier has no shipped calibration for blur {spec}; "
-                     f"calibrating now (rule {DEFAULT_RULE}, clean {dataset} training images; save one with "
-                     "`zeropur-bench calibrate` and pass --calibration to skip this)")
-                fitted[spec] = calibrate(loaded[0], dataset, blur=v.blur, data_dir=data_dir, echo=echo).to_dict()
-        v.calibration = fitted[spec]
-    return loaded
 
 
 # -- the end-of-run table ---------------------------------------------------------------------------------------

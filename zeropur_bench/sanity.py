@@ -44,7 +44,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import UserError
-from .evaluate import AttackSpec, DefenseSpec, EvalConfig, eps_str, evaluate
+from .config import AttackSpec, DefenseSpec, EvalConfig, eps_str
+from .evaluate import evaluate
 from .fsio import refuse_foreign, write_json_atomic
 from .records import RecordView, VariantView
 from .stats import mcnemar_one_sided, wilson

@@ -18,6 +18,7 @@ from typing import Any
 
 from .errors import UserError
 from .fsio import write_json_atomic
+from .records.batch import BatchResult
 from .keys import code_version, describe_diff, digest
 
 
@@ -124,16 +125,16 @@ class RunStore:
     def batch_file(self, b: int) -> Path:
         return self.partial / f"batch-{b:05d}.json"
 
-    def read_batch(self, b: int, n: int, variants: list[str]) -> dict | None:
+    def read_batch(self, b: int, n: int, variants: list[str]) -> BatchResult | None:
         """Batch ``b`` if its file holds ``n`` examples of every variant, else None (a damaged file is noted)."""
         f = self.batch_file(b)
         if not f.exists():
             return None
         try:
-            res = json.loads(f.read_text(encoding="utf-8"))
-            ok = (isinstance(res, dict) and len(res["index"]) == n and len(res["clean_correct"]) == n
-                  and all(len(res["variants"][k]["defended_clean_correct"]) == n for k in variants))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+            res = BatchResult.from_dict(json.loads(f.read_text(encoding="utf-8")))
+            ok = (len(res.index) == n and len(res.clean_correct) == n
+                  and all(len(res.variants[k].defended_clean_correct) == n for k in variants))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
             ok = False
         if not ok:
             if b not in self.damaged:
@@ -141,7 +142,7 @@ class RunStore:
             return None
         return res
 
-    def write_batch(self, b: int, res: dict) -> None:
-        write_json_atomic(self.batch_file(b), res)
+    def write_batch(self, b: int, res: BatchResult) -> None:
+        write_json_atomic(self.batch_file(b), res.to_dict())
         if b in self.damaged:
             self.damaged.remove(b)

@@ -25,7 +25,8 @@ from .errors import UserError
 from .runspec import parse_value
 
 if TYPE_CHECKING:
-    from .evaluate import EvalConfig, Evaluator
+    from .config import EvalConfig
+    from .evaluate import Evaluator
 
 
 def parse_values(text: str, option: str) -> list[tuple[str, Any]]:
@@ -45,11 +46,11 @@ def parse_values(text: str, option: str) -> list[tuple[str, Any]]:
 
 def _check_param(param: str, profile: str, stages: Sequence[str], overrides: dict, option: str) -> None:
     from .defense import PROFILES
-    from .evaluate import RUN_OWNED_DEFENSE_KEYS
+    from .defenses import RUN_OWNED
 
     known = sorted(set(PROFILES[profile]) | {"surrogate"})
-    if param in RUN_OWNED_DEFENSE_KEYS:
-        raise UserError(f"{option} {param} is set for the whole run ({RUN_OWNED_DEFENSE_KEYS[param]}); sweep a "
+    if param in RUN_OWNED:
+        raise UserError(f"{option} {param} is set for the whole run ({RUN_OWNED[param]}); sweep a "
                         f"ZeroPur setting: {', '.join(known)}")
     if param not in known:
         raise UserError(f"{option} {param!r} is not a ZeroPur setting; known: {', '.join(known)}")
@@ -63,10 +64,10 @@ def _check_param(param: str, profile: str, stages: Sequence[str], overrides: dic
 def sweep_configs(base: dict, *, param: str, values: Sequence[tuple[str, Any]], param2: str | None = None,
                   values2: Sequence[tuple[str, Any]] | None = None, stages: Sequence[str] = ("cf",),
                   blurs: Sequence[str] = ("median:3",), profile: str = "authors",
-                  overrides: dict | None = None) -> list[EvalConfig]:
+                  overrides: dict | None = None, calibration: dict | None = None) -> list[EvalConfig]:
     """The sweep's :class:`EvalConfig` s: one (transfer) holding a variant per value, or one per value (adaptive).
     ``base``: the EvalConfig keyword arguments other than ``defenses``."""
-    from .evaluate import DefenseSpec, EvalConfig
+    from .config import DefenseSpec, EvalConfig
 
     overrides = dict(overrides or {})
     stages, blurs = list(dict.fromkeys(stages)) or ["cf"], list(dict.fromkeys(blurs)) or ["median:3"]
@@ -90,7 +91,7 @@ def sweep_configs(base: dict, *, param: str, values: Sequence[tuple[str, Any]], 
                 label = f"{name}[{','.join(f'{p}={t}' for p, t, _ in cell)}]"
                 out.append(DefenseSpec(profile=profile, stages=s, blur=b, label=label,
                                        overrides={**overrides, **{p: v for p, _, v in cell}},
-                                       sweep={p: v for p, _, v in cell}))
+                                       sweep={p: v for p, _, v in cell}, calibration=calibration))
         return out
 
     if base.get("setting", "transfer") == "transfer":

@@ -44,7 +44,8 @@ def calibrate_cmd(dataset: str, model: str | None, checkpoint: str | None, model
     from ..defense.calibration import DEFAULT_RULE
     from ..device import check_device
     from ..fsio import write_text_atomic
-    from ..runspec import default_blur, default_model, load_for_calibration
+    from ..classifiers import load_classifier
+    from ..runspec import default_blur, default_model
 
     if model is None:
         model, msg = default_model(dataset)
@@ -54,7 +55,8 @@ def calibrate_cmd(dataset: str, model: str | None, checkpoint: str | None, model
         raise UserError(f"--delta is in points of accuracy, in [0, 100), got {delta:g}")
     path = _check_out(out)
     blur = blur or default_blur(model, checkpoint, recipe)
-    clf, info = load_for_calibration(model, dataset, "linf", checkpoint, model_dir, device)
+    clf, info = load_classifier(model, dataset, "Linf", checkpoint=checkpoint, model_dir=model_dir, device=device,
+                                return_info=True)
     cal = calibrate(clf, dataset, blur=blur, rule=rule or DEFAULT_RULE, n=n_images, seed=seed, delta=delta / 100,
                     data_dir=data_dir, echo=lambda m: click.echo(m, err=True))
     d = cal.to_dict()

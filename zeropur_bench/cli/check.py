@@ -17,10 +17,12 @@ from ..errors import UserError, friendly
               "'coarse_steps=3' (to see that the check catches a weaker defense).")
 @click.option("--update", is_flag=True, help="Rewrite the baseline from the new run after a deliberate change "
               "(with --record: create it).")
+@click.option("--plugin", "plugins", multiple=True, help="A Python file that registers the baseline's defense (a "
+              "purifier of your own, as for `run --plugin`).")
 @click.option("--no-progress", is_flag=True)
 @friendly
 def check_cmd(baselines: tuple[str, ...], record_path: str | None, data_dir: str | None, zp_overrides: str,
-              update: bool, no_progress: bool) -> None:
+              update: bool, plugins: tuple[str, ...], no_progress: bool) -> None:
     """Regression check on robust accuracy: re-run each baseline's configuration and compare per example
     (one-sided exact McNemar, Holm across cells, plus an absolute floor). Exits 1 on a significant drop.
 
@@ -30,8 +32,11 @@ def check_cmd(baselines: tuple[str, ...], record_path: str | None, data_dir: str
       zeropur-bench check --baseline results/baselines/mine.json --record results/run.json --update
     """
     from ..check import report, run_check
+    from ..defense import load_plugin
     from ..runspec import parse_kv
 
+    for plugin in plugins:
+        load_plugin(plugin)
     if record_path is not None and len(baselines) > 1:
         raise UserError("--record compares one run: give one --baseline with it")
     failed = False

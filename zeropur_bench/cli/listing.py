@@ -1,4 +1,5 @@
-"""``zeropur-bench list``: what there is to run (datasets, classifiers, architectures, attacks, profiles, blurs)."""
+"""``zeropur-bench list``: what there is to run (datasets, classifiers, architectures, attacks, defenses, profiles,
+blurs)."""
 from __future__ import annotations
 
 import click
@@ -7,13 +8,15 @@ from ..errors import friendly
 
 
 @click.command("list")
+@click.option("--plugin", "plugins", multiple=True, help="A Python file that registers defenses (listed too).")
 @friendly
-def list_cmd() -> None:
-    """List datasets, built-in architectures, attacks with their defaults, defense profiles and blurs.
+def list_cmd(plugins: tuple[str, ...]) -> None:
+    """List datasets, built-in architectures, attacks with their defaults, registered defenses (built in, installed
+    plugins, --plugin files), defense profiles and blurs.
 
     \b
     Example:
-      zeropur-bench list
+      zeropur-bench list --plugin my_purifiers.py
     """
     import pandas as pd
 
@@ -21,9 +24,14 @@ def list_cmd() -> None:
     from ..archs import ARCHS
     from ..attacks import ATTACKS
     from ..data import DATASETS
-    from ..defense import PROFILES
+    from ..defense import PROFILES, all_defenses
     from ..defense.blur import BLURS
+    from ..defense import load_plugin
     from ..fmt import fmt_value
+    from ..runspec import DEFAULT_PROFILE
+
+    for plugin in plugins:
+        load_plugin(plugin)
 
     click.echo("Datasets:")
     click.echo(pd.DataFrame([{"dataset": k, "classes": v["num_classes"], "splits": ", ".join(v["splits"])}
@@ -43,7 +51,15 @@ def list_cmd() -> None:
         rows.append({"attack": name, "settings": setting, "norms": ", ".join(cls.norms),
                      "defaults": ", ".join(f"{k}={fmt_value(v)}" for k, v in cls.defaults.items())})
     click.echo(pd.DataFrame(rows).to_markdown(index=False))
-    click.echo("\nZeroPur profiles (--profile; override single knobs with --zp k=v):")
+    click.echo("\nDefenses (--defense NAME[:k=v,...]; a purifier of your own: --plugin FILE or an installed package's "
+               "entry point zeropur_bench.defenses):")
+    click.echo(pd.DataFrame([{"defense": name, "source": e.source, "options": ", ".join(
+        f"{k}={fmt_value(e.defaults[k])}" if k in e.defaults else k for k in e.option_specs
+        if k in e.defaults or e.source != "built-in") or ("profile knobs (--zp)" if e.open_options else "-"),
+        "what": e.summary} for name, e in sorted(all_defenses().items(), key=lambda t: (t[1].order, t[0]))])
+        .to_markdown(index=False))
+    click.echo(f"\nZeroPur profiles (--profile, default {DEFAULT_PROFILE} for the command line; override single "
+               "knobs with --zp k=v):")
     frame = pd.DataFrame({k: {kk: ("fitted per classifier (calibrate)" if vv is None and kk == "ila_weight" else
                                    fmt_value(vv)) for kk, vv in v.items()} for k, v in PROFILES.items()})
     click.echo(frame.to_markdown())

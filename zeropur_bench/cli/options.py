@@ -16,7 +16,7 @@ import click
 from ..runspec import DEFAULT_PROFILE, PROFILE_NAMES
 
 if TYPE_CHECKING:
-    from ..evaluate import AttackSpec, EvalConfig
+    from ..config import AttackSpec, EvalConfig
 
 DATASET_CHOICES = ("cifar10", "cifar100", "imagenet")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,10 +37,15 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "model_dir": (("--model-dir",), dict(
         default=None, help="Folder of RobustBench checkpoints (<dir>/<dataset>/<threat>/<name>.pt).")),
     "data_dir": (("--data-dir",), dict(default=None, help="Data folder (default: $ZEROPUR_BENCH_DATA, else ./data).")),
+    "plugins": (("--plugin", "plugins"), dict(
+        multiple=True, help="A Python file that registers defenses of your own (@register_defense); repeatable. "
+                            "Installed packages register theirs through the entry-point group "
+                            "zeropur_bench.defenses.")),
     "defenses": (("--defense", "defenses"), dict(
-        multiple=True, type=click.Choice(["zeropur", "blur", "none"]),
-        help="zeropur (default), blur (the blur alone, g(x): the paper's Table 1 baseline) or none. Repeatable: "
-             "--defense zeropur --defense blur.")),
+        multiple=True, help="A registered defense, optionally with options: NAME[:k=v,...]. Built in: "
+                            "zeropur (default), blur (the blur alone, g(x): the paper's Table 1 baseline), none; "
+                            "`zeropur-bench list` shows every registered one. Repeatable: --defense zeropur "
+                            "--defense blur.")),
     "stages": (("--stages",), dict(
         multiple=True, type=click.Choice(["c", "cf"]),
         help="Coarse only (c) and/or coarse + fine (cf); repeat for several variants on ONE adversarial set. "
@@ -143,6 +148,7 @@ class RunOptions:
     checkpoint: str | None = None
     model_dir: str | None = None
     data_dir: str | None = None
+    plugins: tuple[str, ...] = ()
     defenses: tuple[str, ...] = ()
     stages: tuple[str, ...] = ()
     profiles: tuple[str, ...] = ()
@@ -166,7 +172,7 @@ class RunOptions:
     no_progress: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("defenses", "stages", "profiles", "blur", "attacks"):
+        for name in ("plugins", "defenses", "stages", "profiles", "blur", "attacks"):
             value = getattr(self, name)
             setattr(self, name, () if value is None else (value,) if isinstance(value, str) else tuple(value))
 
@@ -189,6 +195,7 @@ class Resolved:
     blurs: list[str]
     overrides: dict[str, Any]
     base: dict[str, Any]
+    calibration_file: str | None = None
 
 
 Layout = Callable[[Resolved], "list[EvalConfig]"]
@@ -196,10 +203,11 @@ Layout = Callable[[Resolved], "list[EvalConfig]"]
 
 def run_layout(r: Resolved) -> list[EvalConfig]:
     """``run``: one configuration holding every defense variant of the options (:func:`runspec.build_variants`)."""
-    from ..evaluate import EvalConfig
+    from ..config import EvalConfig
     from ..runspec import build_variants
 
-    return [EvalConfig(**r.base, defenses=build_variants(r.defenses, r.stages, r.profiles, r.blurs, r.overrides))]
+    return [EvalConfig(**r.base, defenses=build_variants(r.defenses, r.stages, r.profiles, r.blurs, r.overrides,
+                                                         r.calibration_file))]
 
 
 def _echo_err(message: str) -> None:
@@ -212,16 +220,18 @@ def _is_main_process() -> bool:
     return not (distributed.launched_by_torchrun() and os.environ.get("RANK") != "0")
 
 
-def build_configs(opts: RunOptions, layout: Layout = run_layout) -> tuple[list[EvalConfig], tuple[Any, Any] | None]:
-    """The evaluation configuration(s) of a command's run options, their ZeroPur ``calibrated`` variants with
-    their calibrations attached, and the (classifier, info) loaded for that (None when no variant is
-    calibrated). ``layout`` turns the resolved options into configurations: :func:`run_layout` for ``run``;
-    ``sweep`` and ``sanity`` pass their own. Messages (the default classifier, a calibration made now) go to
-    stderr, on the main process only for the former."""
+def build_configs(opts: RunOptions, layout: Layout = run_layout) -> list[EvalConfig]:
+    """The evaluation configuration(s) of a command's run options; nothing is loaded (the engine loads the
+    classifier and builds the defenses, and a calibration a defense needs is fitted there). ``layout`` turns the
+    resolved options into configurations: :func:`run_layout` for ``run``; ``sweep`` and ``sanity`` pass their own.
+    The default classifier is said on stderr, on the main process only. ``--plugin`` files are imported first."""
     from .. import distributed
-    from ..runspec import (attach_calibrations, default_attacks, default_blur, default_model, default_n_ex,
-                           parse_attack, parse_kv, parse_number)
+    from ..defense import load_plugin
+    from ..runspec import default_attacks, default_blur, default_model, default_n_ex, parse_attack, parse_kv, \
+        parse_number
 
+    for plugin in opts.plugins:  # before any --defense is looked up
+        load_plugin(plugin)
     device = distributed.resolve_device(opts.device)  # under torchrun: cuda -> cuda:LOCAL_RANK
     model = opts.model
     if model is None:
@@ -240,10 +250,6 @@ def build_configs(opts: RunOptions, layout: Layout = run_layout) -> tuple[list[E
     resolved = Resolved(model=model, attacks=attacks, defenses=list(dict.fromkeys(opts.defenses)) or ["zeropur"],
                         stages=list(dict.fromkeys(opts.stages)), profiles=list(dict.fromkeys(opts.profiles))
                         or [DEFAULT_PROFILE], blurs=list(dict.fromkeys(opts.blur))
-                        or [default_blur(model, opts.checkpoint, opts.recipe)], overrides=overrides, base=base)
-    configs = layout(resolved)
-    # after every other option is validated (the configurations above): a calibration on the fly takes minutes
-    loaded = attach_calibrations([d for c in configs for d in c.defenses], model, opts.dataset, opts.threat,
-                                 opts.checkpoint, opts.model_dir, device, opts.calibration_file, opts.data_dir,
-                                 echo=_echo_err)
-    return configs, loaded
+                        or [default_blur(model, opts.checkpoint, opts.recipe)], overrides=overrides, base=base,
+                        calibration_file=opts.calibration_file)
+    return layout(resolved)

@@ -10,7 +10,7 @@ from ..errors import UserError, friendly
 from .options import RunOptions, build_configs, run_options
 
 if TYPE_CHECKING:
-    from ..evaluate import EvalConfig
+    from ..config import EvalConfig
 
 
 @click.command("run")
@@ -29,17 +29,17 @@ def run_cmd(out: str | None, shard: str | None, merge_only: bool, force: bool, *
     from .. import distributed
 
     opts = RunOptions.take(options)
-    (config,), loaded = build_configs(opts)
+    (config,) = build_configs(opts)
     shard_kn = distributed.parse_shard(shard)
     if distributed.launched_by_torchrun() and (shard_kn or merge_only):
         raise UserError("--shard and --merge-only are for independent jobs; under torchrun the ranks share the "
                         "batches themselves")
     if shard_kn and merge_only:
         raise UserError("give either --shard K/N (compute a share) or --merge-only (assemble), not both")
-    _evaluate(config, loaded, opts, out=out, shard=shard, shard_kn=shard_kn, merge_only=merge_only, force=force)
+    _evaluate(config, opts, out=out, shard=shard, shard_kn=shard_kn, merge_only=merge_only, force=force)
 
 
-def _evaluate(config: EvalConfig, loaded: tuple[Any, Any] | None, opts: RunOptions, *, out: str | None,
+def _evaluate(config: EvalConfig, opts: RunOptions, *, out: str | None,
               shard: str | None, shard_kn: tuple[int, int] | None, merge_only: bool, force: bool = False) -> None:
     """Run ``config`` (all batches, this rank's under torchrun, or one shard) and say what was written."""
     from .. import distributed
@@ -48,8 +48,7 @@ def _evaluate(config: EvalConfig, loaded: tuple[Any, Any] | None, opts: RunOptio
 
     ctx = distributed.init(config.device)
     try:
-        ev = Evaluator(config, data_dir=opts.data_dir, **({"classifier": loaded[0], "model_info": loaded[1].to_dict()}
-                                                         if loaded is not None else {}))
+        ev = Evaluator(config, data_dir=opts.data_dir, echo=lambda m: click.echo(m, err=True))
         if ctx.active:
             record = ev.run(out=out, progress=not opts.no_progress and ctx.is_main, shard=(ctx.rank, ctx.world_size),
                             barrier=distributed.barrier(ctx), assemble=ctx.is_main,

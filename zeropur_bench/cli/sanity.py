@@ -11,7 +11,7 @@ from ..runspec import DEFAULT_PROFILE, PROFILE_NAMES
 from .options import Resolved, RunOptions, build_configs, run_options
 
 if TYPE_CHECKING:
-    from ..evaluate import EvalConfig
+    from ..config import EvalConfig
 
 TAKEN = ("dataset", "model", "checkpoint", "model_dir", "data_dir", "stages", "profiles", "calibration_file", "blur",
          "zp_overrides", "attacks", "n_ex", "batch_size", "seed", "device", "out")
@@ -48,7 +48,7 @@ def sanity_cmd(attacks: str, extra: tuple[str, ...], square_queries: int, out: s
     from ..sanity import run_sanity, sanity_report_text
 
     opts = RunOptions.take(options)
-    (config,), _ = build_configs(opts, _sanity_layout)
+    (config,) = build_configs(opts, _sanity_layout)
     out = out or f"results/sanity/{config.dataset}-{Path(config.model).name}-{opts.stages[0]}.json"
     report = run_sanity(config, data_dir=opts.data_dir, attack=parse_attack(attacks),
                         extra_attacks=[parse_attack(a) for a in extra], square_queries=square_queries, out=out,
@@ -60,8 +60,11 @@ def sanity_cmd(attacks: str, extra: tuple[str, ...], square_queries: int, out: s
 def _sanity_layout(r: Resolved) -> list[EvalConfig]:
     """One configuration with the one ZeroPur variant checked. Its ``attacks`` stay the engine's default: the
     checks choose their own attacks, and the report's ``config`` is as it always was."""
-    from ..evaluate import DefenseSpec, EvalConfig
+    from ..config import DefenseSpec, EvalConfig
+    from ..defense.calibration import load_calibration
 
     base = {k: v for k, v in r.base.items() if k != "attacks"}
-    defense = DefenseSpec(profile=r.profiles[0], stages=r.stages[0], blur=r.blurs[0], overrides=r.overrides)
+    calibration = load_calibration(r.calibration_file).to_dict() if r.calibration_file else None
+    defense = DefenseSpec(profile=r.profiles[0], stages=r.stages[0], blur=r.blurs[0], overrides=r.overrides,
+                          calibration=calibration)
     return [EvalConfig(**base, defenses=[defense])]

@@ -11,7 +11,7 @@ from ..errors import UserError, friendly
 from .options import Resolved, RunOptions, build_configs, run_options
 
 if TYPE_CHECKING:
-    from ..evaluate import EvalConfig
+    from ..config import EvalConfig
 
 NOT_TAKEN = ("out", "shard", "merge_only", "defenses", "force")
 
@@ -52,7 +52,7 @@ def sweep_cmd(param: str, values: str, param2: str | None, values2: str | None, 
     def layout(r: Resolved) -> list[EvalConfig]:
         return _sweep_layout(r, param, values, param2, values2)
 
-    configs, _ = build_configs(opts, layout)
+    configs = build_configs(opts, layout)
     done = run_sweep(configs, out_dir, data_dir=opts.data_dir, progress=not opts.no_progress,
                      echo=lambda s: click.echo(s, err=True))
     if len(done) == 1:
@@ -67,6 +67,7 @@ def sweep_cmd(param: str, values: str, param2: str | None, values2: str | None, 
 def _sweep_layout(r: Resolved, param: str, values: str, param2: str | None, values2: str | None) -> list[EvalConfig]:
     """The sweep's configurations (:func:`zeropur_bench.sweep.sweep_configs`): one profile, ZeroPur variants."""
     from ..defense.blur import make_blur
+    from ..defense.calibration import load_calibration
     from ..sweep import parse_values, sweep_configs
 
     if len(r.profiles) > 1:
@@ -75,4 +76,5 @@ def _sweep_layout(r: Resolved, param: str, values: str, param2: str | None, valu
         make_blur(b)
     return sweep_configs(r.base, param=param, values=parse_values(values, "--values"), param2=param2,
                          values2=parse_values(values2, "--values2") if values2 else None,
-                         stages=r.stages or ["cf"], blurs=r.blurs, profile=r.profiles[0], overrides=r.overrides)
+                         stages=r.stages or ["cf"], blurs=r.blurs, profile=r.profiles[0], overrides=r.overrides,
+                         calibration=load_calibration(r.calibration_file).to_dict() if r.calibration_file else None)

@@ -13,7 +13,7 @@ from ..errors import UserError, friendly, one_line
 @click.command("table")
 @click.option("--out", required=True, help="Output file, e.g. results/table2.md (the table number is taken from "
               "the name unless --table is given; .csv / .tex choose the format), or a folder (with --table).")
-@click.option("--table", "table_no", type=int, default=None, help="Paper table number: 2, 3, 4, 5 or 6.")
+@click.option("--table", "table_no", type=int, default=None, help="Paper table number (reports.paper.TABLES): 2, 3, 4, 5 or 6.")
 @click.option("--results", "results_dir", default="results", show_default=True, help="Folder of run records.")
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default=None,
               help="Default: from the file suffix (.md markdown, .csv, .tex latex).")
@@ -29,6 +29,7 @@ def table_cmd(out: str, table_no: int | None, results_dir: str, fmt: str | None)
     """
     from ..fsio import write_text_atomic
     from ..reports import build_document, infer_format, infer_table_number, load_records, render
+    from ..reports.paper import check_table
     from ..store import resolve_out
 
     folder = out.endswith(("/", os.sep)) or Path(out).is_dir()
@@ -36,8 +37,7 @@ def table_cmd(out: str, table_no: int | None, results_dir: str, fmt: str | None)
         raise UserError(f"--out '{out}' is a folder: give --table N (2..6) to name the file, or give a file name "
                         "such as results/table2.md")
     number = table_no if table_no is not None else infer_table_number(out)
-    if number not in (2, 3, 4, 5, 6):
-        raise UserError(f"table {number} is not one of the paper's result tables 2, 3, 4, 5, 6")
+    check_table(number)
     ext = {"csv": ".csv", "latex": ".tex"}.get(fmt or "markdown", ".md")
     path = resolve_out(out, f"table{number}{ext}")
     out = str(path)

@@ -7,10 +7,11 @@ Semantics of the vectors: :mod:`zeropur_bench.records.semantics`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from ..keys import code_version, digest
+from .batch import BatchResult, VariantBatch
 from .meta import environment
 from .semantics import per_example, step_curves, summarize
 from .view import SCHEMA
@@ -33,41 +34,42 @@ class RunFacts:
     data_info: dict
     batches_computed: int
     batches_resumed: int
+    recipe: str | None = None  # how the classifier was trained (the config's, else the registry's)
 
 
-def _cat(batches: list[dict], get: Callable[[dict], list]) -> list:
+def _cat(batches: list[BatchResult], get: Callable[[BatchResult], list]) -> list:
     return [v for b in batches for v in get(b)]
 
 
-def _variant_block(facts: RunFacts, d: Any, batches: list[dict]) -> dict:
+def _variant_block(facts: RunFacts, d: Any, batches: list[BatchResult]) -> dict:
     """``variants[k]``: the defense as run, its summary and its per-example vectors."""
     k = d.key
     akeys = facts.attack_keys
-    vb = lambda b: b["variants"][k]  # noqa: E731
-    index = [int(i) for i in _cat(batches, lambda b: b["index"])]
-    clean = _cat(batches, lambda b: b["clean_correct"])
-    dclean = _cat(batches, lambda b: vb(b)["defended_clean_correct"])
-    adv = {a: _cat(batches, lambda b: vb(b)["adv_correct"][a]) for a in akeys}
-    final_keys = [a for a in akeys if a in batches[0]["variants"][k]["adv_final_correct"]]
-    adv_final = {a: _cat(batches, lambda b: vb(b)["adv_final_correct"][a]) for a in final_keys}
+    vb: Callable[[BatchResult], VariantBatch] = lambda b: b.variants[k]  # noqa: E731
+    index = [int(i) for i in _cat(batches, lambda b: b.index)]
+    clean = _cat(batches, lambda b: b.clean_correct)
+    dclean = _cat(batches, lambda b: vb(b).defended_clean_correct)
+    adv = {a: _cat(batches, lambda b: vb(b).adv_correct[a]) for a in akeys}
+    final_keys = [a for a in akeys if a in vb(batches[0]).adv_final_correct]
+    adv_final = {a: _cat(batches, lambda b: vb(b).adv_final_correct[a]) for a in final_keys}
     examples = {"index": index, **per_example(clean, dclean, adv, adv_final or None)}
     summary = summarize(examples)
-    curve_keys = [a for a in akeys if a in batches[0]["variants"][k]["first_broken_step"]]
+    curve_keys = [a for a in akeys if a in vb(batches[0]).first_broken_step]
     if curve_keys:
         examples["first_broken_step"] = {}
         summary["curves"] = {}
         for a in curve_keys:
-            first = _cat(batches, lambda b: vb(b)["first_broken_step"][a])
-            counts = [vb(b)["final_counts"][a] for b in batches]
+            first = _cat(batches, lambda b: vb(b).first_broken_step[a])
+            counts = [vb(b).final_counts[a] for b in batches]
             sum_at = lambda which: [sum(cnt[which][t] for cnt in counts)  # noqa: E731
                                     for t in range(len(counts[0][which]))]
             examples["first_broken_step"][a] = first
             summary["curves"][a] = step_curves(dclean, first, sum_at("robust"), sum_at("adv"))
-    if "attacked" in batches[0]["variants"][k]:
-        _cascade_fields(examples, summary, akeys, {a: _cat(batches, lambda b: vb(b)["attacked"][a]) for a in akeys})
-    passes = sum(vb(b)["forward_passes_per_prediction"] * len(b["index"]) for b in batches) / max(1, len(index))
+    if vb(batches[0]).attacked is not None:
+        _cascade_fields(examples, summary, akeys, {a: _cat(batches, lambda b: vb(b).attacked[a]) for a in akeys})
+    passes = sum(vb(b).forward_passes_per_prediction * len(b.index) for b in batches) / max(1, len(index))
     cal = facts.calibrations.get(k)
-    return {"defense": {**asdict(d), "key": k, "resolved": jsonable(facts.defense_configs[k]),
+    return {"defense": {**d.record_fields(), "key": k, "resolved": jsonable(facts.defense_configs[k]),
                         "calibration": jsonable(cal.to_dict()) if cal is not None else None,
                         "deterministic": facts.deterministic[k], "forward_passes_per_prediction": passes},
             "summary": summary, "examples": examples}
@@ -87,19 +89,19 @@ def _cascade_fields(examples: dict, summary: dict, akeys: list[str], attacked: d
     examples["broken_by"], examples["broken_at_step"] = by, at
 
 
-def _cost(facts: RunFacts, batches: list[dict], wall: float, n: int) -> dict:
+def _cost(facts: RunFacts, batches: list[BatchResult], wall: float, n: int) -> dict:
     import torch
 
     c = facts.config
     cost: dict[str, Any] = {
-        a: {"forward_passes_per_image": sum(b["cost"][a]["forward_passes"] for b in batches) / max(n, 1),
-            "backward_passes_per_image": sum(b["cost"][a]["backward_passes"] for b in batches) / max(n, 1),
-            "seconds_per_image": sum(b["cost"][a]["seconds"] for b in batches) / max(n, 1)}
+        a: {"forward_passes_per_image": sum(b.cost[a]["forward_passes"] for b in batches) / max(n, 1),
+            "backward_passes_per_image": sum(b.cost[a]["backward_passes"] for b in batches) / max(n, 1),
+            "seconds_per_image": sum(b.cost[a]["seconds"] for b in batches) / max(n, 1)}
         for a in facts.attack_keys}
     cost["_run"] = {"wall_seconds_this_call": wall, "batches_computed": facts.batches_computed,
                     "batches_resumed": facts.batches_resumed, "device": c.device, "dtype": c.dtype,
                     "channels_last": c.channels_last, "threads": torch.get_num_threads(),
-                    "computed_by": [(b.get("computed_by") or {}).get("worker") for b in batches]}
+                    "computed_by": [(b.computed_by or {}).get("worker") for b in batches]}
     return cost
 
 
@@ -123,21 +125,22 @@ def _verification(facts: RunFacts, notes: dict[str, list]) -> dict:
     return out
 
 
-def assemble_record(facts: RunFacts, batches: list[dict], wall: float) -> dict:
+def assemble_record(facts: RunFacts, batches: list[BatchResult], wall: float) -> dict:
     """The record of a run from its batches (in plan order) and :class:`RunFacts`."""
     c = facts.config
     akeys = facts.attack_keys
-    index = [int(i) for i in _cat(batches, lambda b: b["index"])]
-    clean = _cat(batches, lambda b: b["clean_correct"])
+    index = [int(i) for i in _cat(batches, lambda b: b.index)]
+    clean = _cat(batches, lambda b: b.clean_correct)
     variants = {d.key: _variant_block(facts, d, batches) for d in c.defenses}
     bare = None
     if c.setting == "transfer":
-        bare_adv = {a: _cat(batches, lambda b: b["bare_adv_correct"][a]) for a in akeys}
+        bare_adv = {a: _cat(batches, lambda b: b.bare_adv_correct[a]) for a in akeys}
         bare_ex = {"index": index, **per_example(clean, clean, bare_adv)}
         bare = {**summarize(bare_ex), "deterministic": facts.bare_deterministic, "examples": bare_ex}
     primary = c.defenses[-1].key
-    notes = {a: [b["notes"].get(a) for b in batches] for a in akeys}
+    notes = {a: [b.notes.get(a) for b in batches] for a in akeys}
     cfg = c.to_dict()
+    cfg["recipe"] = facts.recipe if facts.recipe is not None else cfg.get("recipe")
     for i, a in enumerate(cfg["attacks"]):
         a["key"] = akeys[i]
         a["key_without_eps"] = facts.key_without_eps.get(akeys[i], akeys[i])

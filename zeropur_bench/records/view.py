@@ -9,7 +9,11 @@ added them to the committed records):
   ``resolved`` (its settings);
 * ``variants[k].defense.sweep``: ``{parameter: value}`` for a sweep's variants, null otherwise;
 * ``variants[k].defense.calibration``: the calibration of a ``calibrated`` variant, null otherwise;
-* ``variants[k].defense.stages`` for every ZeroPur variant.
+* ``variants[k].defense.stages`` for every ZeroPur variant;
+* ``variants[k].defense.options``: the options of the registered defense (the defense registry, issue 31).
+
+Nothing here depends on which defense a variant is: its settings come from its ``options`` (or, in a record made
+before them, from its resolved settings).
 """
 from __future__ import annotations
 
@@ -64,7 +68,7 @@ class VariantView:
     """One defense variant of a record: what it is, and its summary / per-example vectors."""
 
     key: str
-    name: str  # zeropur | blur | none
+    name: str  # the registered defense: zeropur | blur | none | a plugin's
     profile: str | None
     stages: str | None
     blur: str | None
@@ -77,10 +81,7 @@ class VariantView:
     summary: dict[str, Any]
     examples: dict[str, Any]
     defense: dict[str, Any] = field(repr=False)  # the record's defense block as written
-
-    @property
-    def is_zeropur(self) -> bool:
-        return self.name == "zeropur"
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -100,7 +101,8 @@ class VariantView:
         return Metric(float(acc), (float(ci[0]), float(ci[1])) if ok else None)
 
     def sort_key(self) -> tuple:
-        """Display order: no defense, the blur alone, then ZeroPur C before C-F, authors / calibrated / paper."""
+        """Display order: no defense, the blur alone, then the others, stages C before C-F, authors / calibrated /
+        paper."""
         if self.name in _VARIANT_ORDER:
             return (_VARIANT_ORDER[self.name], 0, 0)
         return (2, _STAGE_ORDER.get(str(self.stages), 2), _PROFILE_ORDER.get(str(self.profile), 3))
@@ -260,11 +262,16 @@ def _variant(key: str, v: dict[str, Any], attack_keys: list[str]) -> VariantView
     missing = [a for a in attack_keys if a not in (s.get("robust_acc") or {})]
     if missing:
         raise ValueError(f"variant {key!r} has no result for {', '.join(missing)}")
-    name = str(d.get("name") or "zeropur")
+    name = str(d.get("name") or "zeropur")  # the first records wrote no name: they are ZeroPur's
     passes = d.get("forward_passes_per_prediction")
-    return VariantView(key=key, name=name, profile=d.get("profile") if name == "zeropur" else None,
-                       stages=d.get("stages") if name == "zeropur" else None, blur=d.get("blur"),
-                       overrides=dict(d.get("overrides") or {}), resolved=dict(d.get("resolved") or {}),
+    resolved = dict(d.get("resolved") or {})
+    # a variant's settings: its options; a record made before them: the settings its defense resolved
+    options = d.get("options")
+    if not isinstance(options, dict):
+        options = {k: resolved[k] for k in ("profile", "stages", "blur") if k in resolved}
+    return VariantView(key=key, name=name, profile=options.get("profile"), stages=options.get("stages"),
+                       blur=d.get("blur") or options.get("blur"), options=dict(options),
+                       overrides=dict(d.get("overrides") or {}), resolved=resolved,
                        calibration=d.get("calibration"), sweep=d.get("sweep"), deterministic=d.get("deterministic"),
                        passes_per_prediction=float(passes) if isinstance(passes, (int, float)) else None,
                        summary=s, examples=v.get("examples") or {}, defense=d)

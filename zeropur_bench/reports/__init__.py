@@ -6,7 +6,8 @@
 * :mod:`.render`: markdown / LaTeX / CSV;
 * :mod:`.figures`: the figures of ``zeropur-bench plot``.
 
-A new table: a :class:`~.paper.TableSpec` in :data:`~.paper.TABLES` and its ``leaderboards/tableN.csv``.
+A new table: a :class:`~.paper.TableSpec` in :data:`~.paper.TABLES` (its columns, grouping and row matching are
+fields of the spec) and its ``leaderboards/tableN.csv``.
 """
 from __future__ import annotations
 
@@ -65,9 +66,9 @@ def paired_frame(table: int, records: list[RecordView]) -> pd.DataFrame:
     keys = [m.key for m in spec.metrics if m.kind == "attack" and m.key]
     rows = []
     for rec in records:
-        if spec.number == 6 or not keys or not in_table(spec, rec):
+        if not spec.paired or not keys or not in_table(spec, rec):
             continue
-        for c in compare(rec.raw, keys):
+        for c in compare(rec, keys):
             row = {"Classifier": rec.model, "Comparison": c["comparison"], "Blur": c["blur"], "n": c["n"]}
             for m in spec.metrics:
                 if m.kind == "attack":

@@ -44,12 +44,12 @@ def _zp_opts(overrides: dict) -> str:
 
 
 def run_command(*, dataset: str, threat: str, model: str, checkpoint: str | None = None, recipe: str | None = None,
-                eps: float | None = None, defense: str = "zeropur", stages: list[str] | tuple[str, ...] = (),
+                eps: float | None = None, defense: str | None = None, stages: list[str] | tuple[str, ...] = (),
                 profiles: list[str] | tuple[str, ...] = (), blur: str | None = None,
                 overrides: dict | None = None, setting: str = "transfer", attacks: list[str] | tuple[str, ...] = (),
                 n_ex: int | None = None) -> str:
-    """A ``zeropur-bench run`` command line, every value quoted."""
-    from ..evaluate import default_eps
+    """A ``zeropur-bench run`` command line, every value quoted (``defense`` None: the command line's default)."""
+    from ..config import default_eps
 
     parts = ["zeropur-bench run", f"--dataset {_q(dataset)}", f"--threat {_q(threat)}", f"--model {_q(model)}"]
     if checkpoint:
@@ -58,7 +58,7 @@ def run_command(*, dataset: str, threat: str, model: str, checkpoint: str | None
         parts.append(f"--recipe {_q(recipe)}")
     if eps is not None and abs(eps - default_eps(dataset, threat)) > _TOL:
         parts.append(f"--eps {_q(fmt_value(float(eps)))}")
-    if defense != "zeropur":
+    if defense:
         parts.append(f"--defense {_q(defense)}")
     parts += [f"--stages {_q(s)}" for s in stages] + [f"--profile {_q(p)}" for p in profiles]
     if blur:
@@ -79,8 +79,8 @@ def _row_command(spec: TableSpec, r: MeasuredRow, setting: str, attacks: list[st
     ckpt = rec.checkpoint
     return run_command(dataset=rec.dataset, threat=spec.threat, model=rec.model, checkpoint=ckpt,
                        recipe=rec.recipe if ckpt and rec.recipe else None, eps=rec.eps,
-                       defense=v.name, stages=stages, profiles=profiles, blur=v.blur,
-                       overrides=v.overrides if v.is_zeropur else None, setting=setting, attacks=attacks,
+                       defense=None if r.of_method else v.name, stages=stages, profiles=profiles, blur=v.blur,
+                       overrides=v.overrides if r.of_method else None, setting=setting, attacks=attacks,
                        n_ex=rec.n)
 
 
@@ -89,7 +89,7 @@ def missing_attacks(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
     that runs every attack of the table with the record's settings."""
     out: dict[str, Missing] = {}
     for r in rows:
-        if spec.number == 6:
+        if spec.row_per_family:  # its rows are the attacks themselves
             continue
         keys = {a.key for a in r.record.attacks}
         lacking = [m for m in spec.metrics if m.kind == "attack" and m.key not in keys]
@@ -112,7 +112,7 @@ def missing_adaptive(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
         return []
     groups: dict[tuple, list[MeasuredRow]] = {}
     for r in rows:
-        if r.variant.is_zeropur and r.adaptive is None:
+        if r.of_method and r.adaptive is None:
             key = (r.record.model, r.record.checkpoint, r.variant.blur, tuple(sorted(r.variant.overrides.items())))
             groups.setdefault(key, []).append(r)
     out = []
@@ -177,12 +177,12 @@ def _train_then_run(spec: TableSpec, arch: str, ps: list[PaperRow]) -> Missing:
 def missing_suite(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
     """Table 6: a ZeroPur row that something survived, with no gradient-free attack: BPDA+EOT then Square (1,000
     queries) as a cascade, the least a worst case needs (a gradient attack alone can be masked)."""
-    if spec.number != 6:
+    if not spec.suite:
         return []
     out = []
     for r in rows:
         worst = r.variant.metric("worst_case_acc")
-        if not r.variant.is_zeropur or not worst.measured or worst.acc == 0:
+        if not r.of_method or not worst.measured or worst.acc == 0:
             continue
         if any(a.family == "square" for a in r.record.attacks):
             continue

@@ -1,8 +1,9 @@
 """Which records fill which table, and which paper row each measured defense variant stands under.
 
-A measured ZeroPur variant stands under the paper's ZeroPur row of the same training recipe and stages, on the
-same architecture when the paper has it, else on the paper's first architecture (the row names its own). The
-blur alone, the bare classifier and recipes the paper does not have stand under no paper row.
+A measured variant of the table's method (ZeroPur) stands under the paper's row of that method with the same
+training recipe and stages, on the same architecture when the paper has it, else on the paper's first
+architecture (the row names its own). The blur alone, the bare classifier, recipes the paper does not have and
+other purifiers (``Measured purifiers``) stand under no paper row.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from ..records import AttackView, Metric, RecordView, VariantView
 from .paper import PaperRow, TableSpec, arch_key
 
 _EPS_TOL = 1e-6
-_NOT_ZEROPUR = ("none", "blur")
+# how a row names a registered defense (its registry name otherwise)
+DISPLAY_NAMES = {"zeropur": "ZeroPur"}
 _ARCH_FALLBACK = {"resnet18": ("ResNet-18", 11.2), "preactresnet18": ("PreAct ResNet-18", 11.2),
                   "wrn2810": ("WideResNet-28-10", 36.5), "resnet50": ("ResNet-50", None)}
 # Resolved ZeroPur settings that do not change what the defended model computes (numerics and gradients aside).
@@ -53,17 +55,26 @@ class MeasuredRow:
     attack: AttackView | None = None  # Table 6: the row's BPDA+EOT attack
     adaptive: Adaptive | None = None
     show_dataset: bool = False  # Table 6 takes records of any dataset
+    of_method: bool = False  # a variant of the table's method (ZeroPur): it may stand under a paper row
+
+    @property
+    def purifier(self) -> bool:
+        """A variant of another purifier (a plugin's): no paper row of this table can match it."""
+        return not self.of_method and self.variant.name not in ("none", "blur")
 
     @property
     def label(self) -> str:
-        """"ZeroPur-C-F (calibrated)", "Blur only (gaussian:1.2)", "No defense"; a sweep's or overridden
-        setting is named."""
+        """"ZeroPur-C-F (calibrated)", "Blur only (gaussian:1.2)", "No defense", a plugin's variant by its name;
+        a sweep's or overridden setting is named."""
         v = self.variant
         if v.name == "none":
             return "No defense"
         if v.name == "blur":
             return f"Blur only ({v.blur})"
-        text = {"c": "ZeroPur-C", "cf": "ZeroPur-C-F"}.get(str(v.stages), f"ZeroPur ({v.key})")
+        if v.stages is None:
+            return v.key
+        shown = DISPLAY_NAMES.get(v.name, v.name)
+        text = {"c": f"{shown}-C", "cf": f"{shown}-C-F"}.get(str(v.stages), f"{shown} ({v.key})")
         extra = [str(v.profile)] if v.profile else []
         from ..fmt import fmt_value
 
@@ -74,7 +85,7 @@ class MeasuredRow:
     def where(self) -> str:
         """"ResNet-20, vanilla, blur median:3, n=1000"."""
         parts = [self.arch.short, self.record.recipe or "recipe not recorded"]
-        if self.variant.name == "zeropur" and (self.paper is None or self.variant.blur != self.paper.blur):
+        if self.of_method and (self.paper is None or self.variant.blur != self.paper.blur):
             parts.append(f"blur {self.variant.blur}")
         if self.show_dataset:
             parts.append(self.record.dataset)
@@ -117,11 +128,11 @@ def in_table(spec: TableSpec, rec: RecordView) -> bool:
 
 def match_paper(spec: TableSpec, prows: list[PaperRow], v: VariantView, arch: Arch, recipe: str,
                 dataset: str) -> tuple[PaperRow | None, bool]:
-    """(the paper's ZeroPur row a variant stands under, whether the architecture is the paper's)."""
-    if v.name in _NOT_ZEROPUR:
+    """(the paper's row of the table's method a variant stands under, whether the architecture is the paper's)."""
+    if v.name != spec.method:
         return None, False
     zp = [p for p in prows if p.zeropur]
-    if spec.number == 5:  # the paper's one ImageNet ZeroPur row (recipe and stages not stated)
+    if not spec.match_recipe:  # the paper's one row of the method (Table 5: recipe and stages not stated)
         cands = zp
     else:
         if spec.dataset is None and dataset != spec.default_dataset:
@@ -142,8 +153,8 @@ def measured_rows(spec: TableSpec, prows: list[PaperRow], records: list[RecordVi
     for rec in records:
         if not in_table(spec, rec):
             continue
-        if spec.number == 6:
-            groups: list[AttackView | None] = [a for a in rec.attacks if a.family == "bpda-eot"]
+        if spec.row_per_family:
+            groups: list[AttackView | None] = [a for a in rec.attacks if a.family == spec.row_per_family]
         else:
             groups = [None] if any(a.family in family for a in rec.attacks) else []
         arch = arch_of(rec)
@@ -152,14 +163,15 @@ def measured_rows(spec: TableSpec, prows: list[PaperRow], records: list[RecordVi
                 continue  # a sweep's variants are figures (zeropur-bench plot steps|grid), not table rows
             paper, same = match_paper(spec, prows, v, arch, recipe_key(rec.recipe), rec.dataset)
             for a in groups:
-                row = MeasuredRow("", rec, v, arch, paper, same, attack=a, show_dataset=spec.dataset is None)
-                if spec.adaptive_column and v.is_zeropur:
+                row = MeasuredRow("", rec, v, arch, paper, same, attack=a, show_dataset=spec.dataset is None,
+                                  of_method=v.name == spec.method)
+                if spec.adaptive_column and row.of_method:
                     row.adaptive = adaptive_bpda(rec, v, records)
                 rows.append(row)
-    if spec.number == 6:
+    if spec.drop_superseded:
         rows = [r for i, r in enumerate(rows) if not any(_supersedes(o, r, j < i) for j, o in enumerate(rows) if j != i)]
-    # Display order: Table 2 pairs its architecture groups by row position, the other tables list rows in order.
-    order = {id(p): ((p.position, p.group) if spec.number == 2 else (i, 0)) for i, p in enumerate(prows)}
+    # Display order: a grouped table pairs its architecture groups by row position, the others list rows in order.
+    order = {id(p): ((p.position, p.group) if spec.grouped else (i, 0)) for i, p in enumerate(prows)}
     rows.sort(key=lambda r: (*(order[id(r.paper)] if r.paper is not None else (len(prows), 0)),
                              0 if r.same_arch else 1))
     for i, r in enumerate(rows, 1):
@@ -217,10 +229,10 @@ _FINE_ONLY = ("profile", "calibration", "ila_weight", "ila_reduce", "ila_norm", 
 
 
 def same_defense(a: VariantView, b: VariantView) -> bool:
-    """The same ZeroPur: profile, stages, blur and every step / eps setting of the resolved configs (dtype,
-    channels_last, seed, gradient mode ignored; for C, the fine stage's settings too). Without resolved
-    configs: profile, stages, blur, overrides."""
-    if not (a.is_zeropur and b.is_zeropur):
+    """The same defense: the same registered defense, and for ZeroPur profile, stages, blur and every step / eps
+    setting of the resolved configs (dtype, channels_last, seed, gradient mode ignored; for C, the fine stage's
+    settings too). Without resolved configs: profile, stages, blur, overrides."""
+    if a.name != b.name or a.stages is None or b.stages is None:
         return False
     ra, rb = a.resolved, b.resolved
     if a.stages == b.stages == "c" and ra and rb and {ra.get("profile"), rb.get("profile")} <= {"authors", "calibrated"}:

@@ -53,8 +53,25 @@ NATURAL = Metric("Natural", "natural", "natural")
 BPDA = Metric("BPDA+EOT", "bpda_eot", "bpda", None, ("bpda-eot",), "bpda-eot")
 
 
+# The fixed columns of a flat layout, by what fills them: the paper row's method / architecture, a ✓/✗ mark from
+# its leaderboard column, its leaderboard text, or the purification model a method requires.
+COLUMNS = {"Method": "method", "Arch": "arch", "Training Required": "mark:training_required",
+           "Purification": "text:purification", "Model Required": "model_required"}
+
+
 @dataclass(frozen=True)
 class TableSpec:
+    """One of the paper's tables: what fills it, how its rows are matched and laid out, what it adds.
+
+    ``method``: the registered defense whose paper rows the table reports (a variant of another defense has no
+    paper row and goes to "Measured purifiers"). ``columns``: the fixed columns of a flat layout (:data:`COLUMNS`);
+    ``grouped``: the architectures side by side instead, rows paired by their position (Table 2). ``row_per_family``:
+    one measured row per attack of this family (Table 6: per BPDA+EOT attack); ``drop_superseded``: leave out a row
+    another row measured on a superset of its examples. ``match_recipe``: a measured row stands under the paper row
+    of its recipe and stages (else under the table's one row of the method: Table 5). ``suite``: the worst case over
+    the adaptive suite and the attack cost (Table 6); ``paired``: paired McNemar comparisons; ``notes``: legend
+    lines of its own."""
+
     number: int
     title: str
     dataset: str | None  # None: any dataset (Table 6)
@@ -64,29 +81,49 @@ class TableSpec:
     metrics: tuple[Metric, ...]
     default_dataset: str
     adaptive_column: bool = False  # Table 2: BPDA+EOT any-step from a matching adaptive record
+    method: str = "zeropur"
+    columns: tuple[str, ...] = ("Method", "Training Required", "Arch")
+    grouped: bool = False
+    row_per_family: str | None = None
+    drop_superseded: bool = False
+    match_recipe: bool = True
+    suite: bool = False
+    paired: bool = True
+    notes: tuple[str, ...] = ()
 
     @property
     def attack_args(self) -> list[str]:
         return [m.attack_arg for m in self.metrics if m.attack_arg]
 
+    @property
+    def leaderboard(self) -> str:
+        """The file of its paper rows in ``leaderboards/``."""
+        return f"table{self.number}.csv"
+
 
 TABLES: dict[int, TableSpec] = {
     2: TableSpec(2, "Robust accuracy (%) against PGD-20 and AutoAttack, ℓ∞ (ε = 8/255), CIFAR-10",
-                 "cifar10", "linf", 8 / 255, "transfer", (PGD20, AUTOATTACK), "cifar10", adaptive_column=True),
+                 "cifar10", "linf", 8 / 255, "transfer", (PGD20, AUTOATTACK), "cifar10", adaptive_column=True,
+                 grouped=True),
     3: TableSpec(3, "Robust accuracy (%) against PGD-20 and AutoAttack, ℓ2 (ε = 0.5), CIFAR-10",
                  "cifar10", "l2", 0.5, "transfer", (PGD20, AUTOATTACK), "cifar10"),
     4: TableSpec(4, "Robust accuracy (%) against PGD-20 and AutoAttack, ℓ∞ (ε = 8/255), CIFAR-100",
-                 "cifar100", "linf", 8 / 255, "transfer", (PGD20, AUTOATTACK), "cifar100"),
+                 "cifar100", "linf", 8 / 255, "transfer", (PGD20, AUTOATTACK), "cifar100",
+                 notes=("CIFAR-100 rows 20+ of the shared test split are a fixed class-balanced sample, not the "
+                        "original order.",)),
     5: TableSpec(5, "Natural and robust accuracy (%) against AutoAttack, ℓ∞ (ε = 4/255), ImageNet",
-                 "imagenet", "linf", 4 / 255, "transfer", (NATURAL, AUTOATTACK), "imagenet"),
+                 "imagenet", "linf", 4 / 255, "transfer", (NATURAL, AUTOATTACK), "imagenet",
+                 columns=("Method", "Model Required", "Training Required"), match_recipe=False),
     6: TableSpec(6, "Robust accuracy (%) against BPDA+EOT (adaptive), ℓ∞ (ε = 8/255)",
-                 None, "linf", 8 / 255, "adaptive", (BPDA,), "cifar10"),
+                 None, "linf", 8 / 255, "adaptive", (BPDA,), "cifar10", columns=("Method", "Purification"),
+                 row_per_family="bpda-eot", drop_superseded=True, suite=True, paired=False),
 }
 
 
 def check_table(n: int) -> TableSpec:
     if n not in TABLES:
-        raise UserError(f"table {n} is not one of the paper's tables this tool renders; choose 2, 3, 4, 5 or 6")
+        raise UserError(f"table {n} is not one of the paper's tables this tool renders; choose "
+                        f"{', '.join(map(str, TABLES))}")
     return TABLES[n]
 
 
@@ -110,7 +147,7 @@ def default_leaderboards_dir() -> Path:
 def load_leaderboard(table: int, leaderboards_dir: str | os.PathLike | None = None) -> pd.DataFrame:
     """The paper's rows of Table ``table``, as strings (the paper's formatting, "59.00", kept exactly)."""
     path = Path(leaderboards_dir) if leaderboards_dir is not None else default_leaderboards_dir()
-    path = path / f"table{table}.csv"
+    path = path / check_table(table).leaderboard
     if not path.is_file():
         raise UserError(f"reference rows not found: '{path}'; pass the leaderboards/ folder of the zeropur-bench "
                         "repository (or set ZEROPUR_BENCH_LEADERBOARDS)")

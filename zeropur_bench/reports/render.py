@@ -12,7 +12,7 @@ from ..fmt import pct_ci, signed
 from ..records import Metric as Value
 from .commands import Missing
 from .match import MeasuredRow
-from .paper import Metric, PaperRow, TableSpec
+from .paper import COLUMNS, Metric, PaperRow, TableSpec
 
 MISSING = "–"  # a cell not measured (the missing list says what fills it)
 OUTSIDE = "†"  # the paper's number lies outside the measured 95% interval
@@ -60,31 +60,41 @@ def row_title(r: MeasuredRow, where: bool = True) -> str:
 
 # -- the paper's layout ------------------------------------------------------------------------------------------
 def main_frame(spec: TableSpec, prows: list[PaperRow], rows: list[MeasuredRow]) -> pd.DataFrame:
-    """The paper's table in the paper's layout, each paper row followed by the rows measured beneath it."""
-    if spec.number == 2:
+    """The paper's table in the paper's layout, each paper row followed by the rows measured beneath it (the rows
+    of other purifiers are in :func:`purifiers_frame`)."""
+    rows = [r for r in rows if not r.purifier]
+    if spec.grouped:
         return _grouped_frame(spec, prows, rows)
-    cols, fixed = _flat_columns(spec)
+    cols = [*spec.columns, *(m.name for m in spec.metrics)]
     data = []
     for p in prows:
-        data.append({**fixed(p), **{m.name: p.printed(m) for m in spec.metrics}})
+        data.append({**{c: _fixed(c, p) for c in spec.columns}, **{m.name: p.printed(m) for m in spec.metrics}})
         for r in (r for r in rows if r.paper is p):
             data.append(_flat_measured(spec, r, cols))
     data += [_flat_measured(spec, r, cols) for r in rows if r.paper is None]
     return pd.DataFrame(data, columns=cols)
 
 
-def _flat_columns(spec: TableSpec) -> tuple[list[str], Any]:
-    metrics = [m.name for m in spec.metrics]
-    if spec.number in (3, 4):
-        return ["Method", "Training Required", "Arch", *metrics], lambda p: {
-            "Method": p.method, "Training Required": _mark(p.raw.get("training_required", "")), "Arch": p.arch}
-    if spec.number == 5:
-        return ["Method", "Model Required", "Training Required", *metrics], lambda p: {
-            "Method": p.method, "Training Required": _mark(p.raw.get("training_required", "")),
-            "Model Required": p.raw.get("purification_model") if p.raw.get("model_required") == "true"
-            else _mark("false")}
-    return ["Method", "Purification", *metrics], lambda p: {"Method": p.method,
-                                                           "Purification": p.raw.get("purification", "")}
+def _fixed(column: str, p: PaperRow) -> str:
+    """A fixed column of a paper row, by what fills it (:data:`~.paper.COLUMNS`)."""
+    source = COLUMNS[column]
+    if source == "method":
+        return p.method
+    if source == "arch":
+        return p.arch
+    if source.startswith("mark:"):
+        return _mark(p.raw.get(source[5:], ""))
+    if source.startswith("text:"):
+        return p.raw.get(source[5:], "")
+    return p.raw.get("purification_model") if p.raw.get("model_required") == "true" else _mark("false")
+
+
+def purifiers_frame(spec: TableSpec, rows: list[MeasuredRow]) -> pd.DataFrame:
+    """The measured variants of other purifiers (no row of the paper's table can match them), in the table's
+    metric columns."""
+    cols = ["Purifier", *(m.name for m in spec.metrics)]
+    return pd.DataFrame([{"Purifier": row_title(r), **{m.name: cell(m, r) for m in spec.metrics}}
+                         for r in rows if r.purifier], columns=cols)
 
 
 def _flat_measured(spec: TableSpec, r: MeasuredRow, cols: list[str]) -> dict[str, str]:
@@ -247,10 +257,7 @@ def legend(spec: TableSpec) -> list[str]:
         lines.append("BPDA+EOT: adaptive; an image counts if no step broke it (Hill et al.). Each row names its attack.")
     lines.append("Profiles: authors = the authors' code (ILA weight 1e-4); paper = the paper's text; calibrated = "
                  "ILA weight fitted per classifier on clean training images.")
-    if spec.number == 4:
-        lines.append("CIFAR-100 rows 20+ of the shared test split are a fixed class-balanced sample, not the "
-                     "original order.")
-    return lines
+    return lines + list(spec.notes)
 
 
 def _md(df: pd.DataFrame) -> str:
@@ -260,7 +267,11 @@ def _md(df: pd.DataFrame) -> str:
 def render_markdown(doc: Document) -> str:
     spec = doc.spec
     out = [f"## Table {spec.number}. {spec.title}", "", _md(main_frame(spec, doc.prows, doc.rows)), ""]
-    out += legend(spec) + ["", f"Paper rows: leaderboards/table{spec.number}.csv (each with its source)."]
+    out += legend(spec) + ["", f"Paper rows: leaderboards/{spec.leaderboard} (each with its source)."]
+    if any(r.purifier for r in doc.rows):
+        out += ["", "### Measured purifiers (no row of the paper's table)", "", _md(purifiers_frame(spec, doc.rows)),
+                "", "Other purifiers measured under the table's protocol (registered defenses and plugins): the "
+                "cells are as above; their robust accuracy is in the next section."]
     if doc.rows:
         out += ["", "### Measured rows: robust accuracy (clean ∧ adversarial) and cost", "",
                 _md(compact_frame(spec, doc.rows)), "",
@@ -268,7 +279,7 @@ def render_markdown(doc: Document) -> str:
                 f"{PASSES_COL}: classifier forward passes per defended prediction, measured."
                 + (f" {ADAPTIVE_COL}: from the adaptive record of the same classifier and ZeroPur settings."
                    if spec.adaptive_column else "")]
-    if spec.number == 6 and doc.rows:
+    if spec.suite and doc.rows:
         out += ["", "### Worst case over the adaptive suite", "", _md(suite_frame(doc.rows)), "",
                 "Robust accuracy (clean ∧ adversarial, any step) per attack; in a cascade each attack after the "
                 "first ran only on the survivors of the ones before it, so its cell is the worst case so far. "

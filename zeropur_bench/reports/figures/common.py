@@ -267,22 +267,26 @@ def join(values: Iterable[Any], sep: str = ", ") -> str:
     return sep.join(vals) if vals else "?"
 
 
-def _describe(name: Any, stages: Any, profile: Any, blur: Any, overrides: dict, skip: Sequence[str]) -> str:
-    if name == "none":
-        return "none (bare classifier)"
+# how a caption names a defense of the registry (its registry name otherwise)
+DISPLAY_NAMES = {"zeropur": "ZeroPur", "blur": "blur only", "none": "none (bare classifier)"}
+
+
+def _describe(name: Any, stages: Any, profile: Any, blur: Any, overrides: dict, skip: Sequence[str],
+              key: str = "") -> str:
+    shown = DISPLAY_NAMES.get(str(name), str(name))
+    if stages is None:  # a defense without stages: the bare classifier, the blur alone, a plugin's purifier
+        if name == "blur":
+            return f"{shown} ({blur})"
+        return shown if name in DISPLAY_NAMES else (key or shown)
     over = {k: v for k, v in overrides.items() if k not in skip}
     extra = "".join(f", {k}={fmt_value(v)}" for k, v in sorted(over.items()))
-    return f"ZeroPur-{stages} ({profile}, blur {blur}{extra})"
+    return f"{shown}-{stages} ({profile}, blur {blur}{extra})"
 
 
 def defense_desc(v: VariantView, skip: Sequence[str] = ()) -> str:
-    """``ZeroPur-cf (authors, blur median:3, coarse_steps=2)`` for a defense variant; ``skip``: overrides not to
-    list (the swept ones)."""
-    if v.is_zeropur:
-        return _describe(v.name, v.stages, v.profile, v.blur, v.overrides, skip)
-    # not ZeroPur: as the record's block says (the view keeps stages / profile for ZeroPur only)
-    d = v.defense
-    return _describe(v.name, d.get("stages"), d.get("profile"), v.blur, v.overrides, skip)
+    """``ZeroPur-cf (authors, blur median:3, coarse_steps=2)`` for a defense variant, ``blur only (median:3)``,
+    a plugin's variant by its name; ``skip``: overrides not to list (the swept ones)."""
+    return _describe(v.name, v.stages, v.profile, v.blur, v.overrides, skip, v.key)
 
 
 def sanity_defense_desc(s: SanityReport) -> str:

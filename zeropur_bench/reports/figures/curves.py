@@ -102,7 +102,7 @@ class _EpsRows:
 
     def add(self, sid: tuple, series: str, kind: str, eps: float, threat: str, acc: float, ci: Sequence[float],
             n: int, src: str, attack: str) -> None:
-        from ...evaluate import eps_str
+        from ...config import eps_str
 
         self.rows.append({"_sid": sid, "series": series, "kind": kind, "attack": attack, "eps": float(eps),
                           "eps_str": eps_str(float(eps), threat), "acc": acc, "ci95_lo": ci[0], "ci95_hi": ci[1],
@@ -174,7 +174,7 @@ class _EpsRows:
 
 
 def _draw_eps(ax: Any, rows: Sequence[dict], threat: str) -> None:
-    from ...evaluate import eps_str
+    from ...config import eps_str
 
     scale = 255.0 if threat == "linf" else 1.0
     for i, name in enumerate(uniq(r["series"] for r in rows)):

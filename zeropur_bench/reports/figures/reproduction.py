@@ -103,7 +103,7 @@ class Reproduction:
         x_adv; refuses if the engine's judgements differ from the record's."""
         import torch
 
-        from ...evaluate import autocast
+        from ...inputs import autocast
 
         c, ev = self.config, self.ev
         x_all, y_all = ev.data
@@ -117,14 +117,14 @@ class Reproduction:
             xb, yb = x_all[s: s + bs].to(c.device), y_all[s: s + bs].to(c.device)
             idx = ev.indices[s: s + bs]
             res = ev.run_batch(xb, yb, idx, keep_inputs=True)
-            x_adv = res["inputs"][self.attack]["bare" if c.setting == "transfer" else self.variant]
-            bare_adv = res["bare_adv_correct"].get(self.attack)
-            judged = res["variants"][self.variant]
+            x_adv = res.inputs[self.attack]["bare" if c.setting == "transfer" else self.variant]
+            bare_adv = res.bare_adv_correct.get(self.attack)
+            judged = res.variants[self.variant]
             for p in inside:
                 j = p - s
                 rows[p] = {"x": xb[j], "y": yb[j], "index": idx[j], "x_adv": x_adv[j],
-                           "adv_correct": judged["adv_correct"][self.attack][j],
-                           "clean_correct": res["clean_correct"][j],
+                           "adv_correct": judged.adv_correct[self.attack][j],
+                           "clean_correct": res.clean_correct[j],
                            "bare_adv_correct": bare_adv[j] if bare_adv is not None else None}
         order = list(positions)
         x = torch.stack([rows[p]["x"] for p in order])
