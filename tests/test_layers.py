@@ -100,3 +100,40 @@ def test_model_without_stages_lists_candidates() -> None:
                           nn.Linear(8, 10))
     with pytest.raises(UserError, match=r"layers=\[\.\.\.\].*Candidate modules: 1"):
         detect_layers(model)
+
+
+class VGGStyle(nn.Module):
+    """A user's VGG-style CNN: its stages are ``features.0..2`` (no layer<N> / block<N> / stage<N> names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+        def block(i: int, o: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(), nn.MaxPool2d(2))
+
+        self.features = nn.Sequential(block(3, 8), block(8, 16), block(16, 32))
+        self.head = nn.Linear(32 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+def test_vgg_style_stages_refused_with_the_layers_to_paste(cifar10_test) -> None:
+    """Refused with the exact layers=[...] to paste; with it, ZeroPur purifies and calibrate fits a weight."""
+    from zeropur_bench.defense import ZeroPur, calibrate
+
+    torch.manual_seed(0)
+    model = VGGStyle().eval()
+    with pytest.raises(UserError, match=r"could not find the classifier's stages .* pass layers=\[\.\.\.\]") as exc:
+        ZeroPur(model, profile="authors")
+    assert "layers=['features.0', 'features.1', 'features.2']" in str(exc.value)
+    assert '--zp "layers=features.0|features.1|features.2"' in str(exc.value)
+    layers = ["features.0", "features.1", "features.2"]
+    x = cifar10_test[0][:4]
+    zp = ZeroPur(model, profile="authors", layers=layers, coarse_steps=2, fine_steps=2)
+    assert zp.config()["layers"]["stages"] == layers and zp.config()["layers"]["fine"] == layers[-2:]
+    out = zp.purify(x)
+    assert out.shape == x.shape and not torch.equal(out, x) and (out - x).abs().max() <= 10 / 255 + 1e-6
+    # calibrate on in-memory images (a test's stand-in for the training slice), with the same layers
+    cal = calibrate(model, "cifar10", rule="scale", data=(x, cifar10_test[1][:4]), layers=layers)
+    assert cal.ila_weight > 0 and cal.details["fine_layers"] == layers[-2:]

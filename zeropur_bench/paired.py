@@ -37,10 +37,12 @@ def _pair(wins: list[VariantView], bases: list[VariantView]) -> tuple[VariantVie
     return None
 
 
-def compare(record: RecordView, attack_keys: Iterable[str]) -> list[dict[str, Any]]:
-    """One entry per comparison that the record's variants allow: ``{"comparison", "blur", "n", "cells":
-    {(attack, "adv"|"robust"): (delta in points, p, b, c)}}``; b/c count the examples only the first/second
-    variant gets right."""
+def compare(record: RecordView | dict, attack_keys: Iterable[str]) -> list[dict[str, Any]]:
+    """One entry per comparison that the record's variants allow (a :class:`RecordView` or a record dict):
+    ``{"comparison", "blur", "n", "cells": {(attack, "adv"|"robust"): (delta in points, p, b, c)}}``; b/c count the
+    examples only the first/second variant gets right."""
+    if isinstance(record, dict):
+        record = RecordView.from_dict(record)
     variants = list(record.variants.values())
     blurs = sorted({v.blur for v in variants if v.stages is not None} - {None})
     out = []

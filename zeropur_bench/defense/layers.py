@@ -43,6 +43,40 @@ def _candidates(model: nn.Module) -> list[str]:
     return names
 
 
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+
+
+def suggest_layers(model: nn.Module) -> list[str]:
+    """Stage names to paste when detection fails: in the ``nn.Sequential`` holding most of the convolutions,
+    its children that are blocks (containers), else the module before each pooling layer (a flat VGG-style
+    stack), else its last child."""
+    best, best_convs = None, 0
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Sequential):
+            convs = sum(isinstance(m, nn.Conv2d) for m in mod.modules())
+            if convs > best_convs:
+                best, best_convs = (name, mod), convs
+    if best is None:
+        return []
+    name, seq = best
+    children = list(seq.named_children())
+    prefix = f"{name}." if name else ""
+    blocks = [f"{prefix}{n}" for n, m in children if len(list(m.children())) > 0
+              and any(isinstance(t, nn.Conv2d) for t in m.modules())]
+    if len(blocks) >= 2:
+        return blocks
+    before_pool = [f"{prefix}{children[i - 1][0]}" for i, (_, m) in enumerate(children) if i and isinstance(m, _POOLS)]
+    return before_pool or [f"{prefix}{children[-1][0]}"]
+
+
+def _paste(model: nn.Module) -> str:
+    names = suggest_layers(model)
+    if not names:
+        return f"Candidate modules: {', '.join(_candidates(model)) or '(none)'}"
+    return (f"For this model, e.g. layers={names!r} (Python), or on the command line --zp "
+            f"\"layers={'|'.join(names)}\"")
+
+
 def _linear_names(model: nn.Module) -> list[str]:
     return [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
 
@@ -82,9 +116,8 @@ def detect_layers(model: nn.Module, layers: Sequence[str] | None = None, embeddi
             groups.setdefault(f"{parent}|{m.group(1)}", []).append((int(m.group(2)), order, name))
     if not groups:
         raise UserError(
-            "could not find the classifier's stages (direct children named layer<N>, block<N> or stage<N>); pass "
-            f"layers=[...] with the stage module names in forward order. Candidate modules: "
-            f"{', '.join(_candidates(model)) or '(none)'}")
+            "could not find the classifier's stages (modules named layer<N>, block<N> or stage<N>); pass "
+            f"layers=[...] with the stage module names in forward order. {_paste(model)}")
     # The group with most stages wins; ties go to the shallowest, then the first in module order.
     best = max(groups.values(), key=lambda g: (len(g), -g[0][2].count("."), -g[0][1]))
     stages = tuple(name for _, _, name in sorted(best))
