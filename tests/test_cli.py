@@ -424,7 +424,7 @@ def test_table_round_trip_real_record(results, tmp_path):
     rec = json.loads((results / "run.json").read_text())
     key = next(a["key"] for a in rec["config"]["attacks"] if a["name"] == "pgd")
     assert key == "PGD-20"  # the default pgd at Linf 8/255 has App. A.2's settings
-    df = pd.read_csv(out, dtype=str, keep_default_na=False)
+    df = pd.read_csv(out, dtype=str, keep_default_na=False, skiprows=1)  # the first line: the mark of `table`
     measured = df[df["section"] == "measured"]
     assert sorted(set(measured["row"])) == ["m1", "m2"]  # ZeroPur C and C-F
     for rid, rows in measured.groupby("row"):
