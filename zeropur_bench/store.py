@@ -128,10 +128,18 @@ class RunStore:
         if self._meta is None or self._meta_written:
             return
         meta_file = self.partial / "config.json"
+        created = not os.path.lexists(self.partial)
         try:
             write_json_atomic(meta_file, self._meta, exclusive=True)
         except FileExistsError:
             self._check_existing(meta_file, self._meta)
+        except UserError:  # e.g. a full disk: leave no empty folder behind
+            if created:
+                try:
+                    self.partial.rmdir()
+                except OSError:
+                    pass
+            raise
         self._meta_written = True
 
     def _check_existing(self, meta_file: Path, meta: dict) -> None:
