@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 
 from ...errors import UserError
 from ...fmt import fmt_value
-from ...fsio import claim, write_bytes_atomic
+from ...fsio import claim, file_kind, write_bytes_atomic
 from ...keys import canon, describe_diff
 from ...marks import figure_metadata, is_marked, mark_line
 from ...records import SCHEMA as RECORD_SCHEMA
@@ -162,6 +162,8 @@ def load_sources(paths: Sequence[str | os.PathLike], accept: Sequence[str] = ("r
             if str(path.resolve()) not in seen:
                 seen.add(str(path.resolve()))
                 found.append(_source(path, obj, kind))
+        elif file_kind(path) is not None:  # a FIFO or a device is never opened
+            raise UserError(f"--results '{path}' is {file_kind(path)}, not a record file or a folder of records")
         else:
             raise UserError(f"--results '{path}' does not exist")
     if not found:
