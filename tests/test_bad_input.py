@@ -290,3 +290,49 @@ def test_bad_input_round_three(case: Case, tmp_path: Path, data_dir: str) -> Non
     if case.group == 4:  # once the disk has room again, the same command runs
         r = zb([sub(a) for a in case.args] + ["--data-dir", data_dir], tmp, timeout=180)
         assert r.returncode == 0 and (tmp / "out" / "r.json").is_file(), r.stderr[-3000:]
+
+
+# -- the pieces under the matrix, on their own ------------------------------------------------------------------------
+def test_number_parsing_keeps_every_value_it_accepted() -> None:
+    """The parsers refuse more, but every value they took before is the same number now (no key, no record
+    changes): decimals as float() reads them (== float(Fraction)), fractions as fractions, integers as int."""
+    from fractions import Fraction
+
+    from zeropur_bench.errors import UserError
+    from zeropur_bench.parsing import parse_kv, parse_number, parse_value
+
+    for t in ("8/255", "4/255", "0.031", "1e-3", "7.1e-5", "1e-4", "0.5", "1.2", "2", "-0.25", "1e-400"):
+        assert parse_number(t) == float(Fraction(t))
+    assert parse_value("20") == 20 and isinstance(parse_value("20"), int)
+    assert parse_value("0.1|1|10") == [0.1, 1, 10] and parse_value("rand") == "rand" and parse_value("NONE") is None
+    assert parse_kv("coarse-steps=5,fine_steps=20", "--zp") == {"coarse_steps": 5, "fine_steps": 20}
+    for bad in ("1e400", "-1e400", "nan", "inf", "-Infinity", "1" + "0" * 400 + "/3"):
+        with pytest.raises(UserError, match="finite number"):
+            parse_number(bad)
+    with pytest.raises(UserError, match="64 bits"):
+        parse_value(str(2 ** 63))
+    with pytest.raises(UserError, match="given twice"):
+        parse_kv("coarse-steps=2,coarse_steps=9", "--zp")  # the same key, spelled two ways
+
+
+def test_exclusive_write_is_whole_and_first(tmp_path: Path) -> None:
+    """The run store's config.json: created whole or not at all; a second writer finds the first's."""
+    from zeropur_bench.fsio import write_json_atomic
+
+    target = tmp_path / "p" / "config.json"
+    write_json_atomic(target, {"first": 1}, exclusive=True)
+    with pytest.raises(FileExistsError):
+        write_json_atomic(target, {"second": 2}, exclusive=True)
+    assert json.loads(target.read_text()) == {"first": 1} and os.listdir(target.parent) == ["config.json"]
+
+
+@pytest.mark.parametrize("fmt, name", [("markdown", "t.md"), ("csv", "t.csv"), ("latex", "t.tex")])
+def test_marks_tell_own_outputs_from_a_users(tmp_path: Path, fmt: str, name: str) -> None:
+    from zeropur_bench.marks import add_mark, is_marked, strip_mark
+
+    text = "| a | b |\n|---|---|\n| 1 | 2 |\n"
+    (tmp_path / name).write_text(add_mark(text, "table", fmt))
+    assert is_marked(tmp_path / name, "table") and not is_marked(tmp_path / name, "plot")
+    assert strip_mark((tmp_path / name).read_text()) == text
+    (tmp_path / name).write_text(text)  # the same table without the mark: a user's copy
+    assert not is_marked(tmp_path / name, "table")
