@@ -4,8 +4,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +12,7 @@ from click.testing import CliRunner
 
 from zeropur_bench.cli import main
 
+from clirun import ENOSPC_SITE, refused as _refused, zb as _zb
 from conftest import WEIGHTS, make_malicious_checkpoint
 
 RUN = ["run", "--dataset", "cifar10", "--threat", "linf", "--model", "resnet20", "--checkpoint",
@@ -148,31 +147,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = REPO_ROOT / "results"
 R = ["run", "--model", "resnet20-cifar10-standard", "--n-ex", "8", "--stages", "c", "--no-progress", "--zp",
      "coarse_steps=2", "--attack", "pgd:steps=2"]
-# os.replace raising ENOSPC for JSON files under $ZP_ENOSPC_DIR: a full disk without mount rights
-ENOSPC_SITE = """
-import errno, os
-_replace = os.replace
-def _full(src, dst, *a, **k):
-    root = os.environ.get("ZP_ENOSPC_DIR")
-    if root and os.path.abspath(dst).startswith(root) and os.fspath(dst).endswith(".json"):
-        raise OSError(errno.ENOSPC, "No space left on device", os.fspath(dst))
-    return _replace(src, dst, *a, **k)
-os.replace = _full
-"""
-
-
-def _zb(args: list[str], tmp: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    full = {**os.environ, "ZEROPUR_BENCH_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, "-m", "zeropur_bench", *args], cwd=tmp, env=full, capture_output=True,
-                          text=True, timeout=600, preexec_fn=lambda: os.umask(0o022))
-
-
-def _refused(r: subprocess.CompletedProcess, needle: str) -> None:
-    """Exit 2, one line on stderr that starts with 'error: ' and says ``needle``, no traceback."""
-    lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], r.stderr[-2000:]
-    assert "Traceback" not in r.stdout + r.stderr
 
 
 def _tree(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -424,7 +398,7 @@ def test_table_round_trip_real_record(results, tmp_path):
     rec = json.loads((results / "run.json").read_text())
     key = next(a["key"] for a in rec["config"]["attacks"] if a["name"] == "pgd")
     assert key == "PGD-20"  # the default pgd at Linf 8/255 has App. A.2's settings
-    df = pd.read_csv(out, dtype=str, keep_default_na=False)
+    df = pd.read_csv(out, dtype=str, keep_default_na=False, skiprows=1)  # the first line: the mark of `table`
     measured = df[df["section"] == "measured"]
     assert sorted(set(measured["row"])) == ["m1", "m2"]  # ZeroPur C and C-F
     for rid, rows in measured.groupby("row"):

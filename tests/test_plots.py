@@ -55,6 +55,7 @@ def _load(path: Path) -> dict:
 
 def _csv(path: Path) -> list[dict]:
     with open(path) as f:
+        assert f.readline().startswith("# made by zeropur-bench plot;")  # the mark: plot may rewrite it, and only it
         return list(csv.DictReader(f))
 
 

@@ -232,7 +232,8 @@ def test_load_records_v2_only_old_and_damaged_skipped_with_a_warning(tmp_path: P
     assert all(r.raw["schema"] == SCHEMA == "zeropur-bench/record/v2" for r in got)
     text = render_table(2, got, fmt="csv")
     assert "old.json" not in text and "damaged.json" not in text
-    assert load_records(tmp_path / "missing") == []
+    with pytest.raises(UserError, match="does not exist"):  # issue 33: a typo is not an empty table
+        load_records(tmp_path / "missing")
     with pytest.raises(UserError):
         load_records(tmp_path / "notes.md")
     # a damaged record given directly is skipped with the same warning, not shown as a row of "–"
@@ -708,14 +709,19 @@ def test_table6_rows_name_their_attack_and_compare_with_the_paper() -> None:
 
 
 def test_committed_tables_render_from_the_committed_records(monkeypatch: pytest.MonkeyPatch) -> None:
-    """results/table2.md, table4.md and table6.md (and their CSVs) are what the committed records render to today."""
+    """results/table2.md, table4.md and table6.md (and their CSVs) are what the committed records render to today,
+    under the mark of `zeropur-bench table` (so that README command 1 may rewrite them on a clean clone)."""
+    from zeropur_bench.marks import add_mark, is_marked
+
     monkeypatch.chdir(ROOT)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no committed record is old or damaged
         records = load_records("results")
     for t in (2, 4, 6):
-        assert render_table(t, records) == (ROOT / f"results/table{t}.md").read_text(encoding="utf-8")
-        assert render_table(t, records, fmt="csv") == (ROOT / f"results/table{t}.csv").read_text(encoding="utf-8")
+        for fmt, ext in (("markdown", "md"), ("csv", "csv")):
+            path = ROOT / f"results/table{t}.{ext}"
+            assert add_mark(render_table(t, records, fmt=fmt), "table", fmt) == path.read_text(encoding="utf-8")
+            assert is_marked(path, "table") and not is_marked(path, "plot")
 
 
 def test_adaptive_column_c_under_calibrated_is_c_under_authors() -> None:

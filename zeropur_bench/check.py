@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -27,7 +28,7 @@ from typing import Any
 from .errors import UserError
 from .config import LEGACY_DEFENSE_FIELDS, AttackSpec, DefenseSpec, EvalConfig
 from .evaluate import evaluate
-from .fsio import write_json_atomic
+from .fsio import check_regular, write_json_atomic
 from .keys import describe_diff
 from .records import OLD_SCHEMAS, SCHEMA, RecordError, RecordView
 from .stats import holm, mcnemar_one_sided
@@ -86,36 +87,106 @@ class Comparison:
 
 
 BARE = "none (bare classifier)"
+REMAKE = "remove the file and re-make it (`zeropur-bench check --baseline FILE --record RECORD --update`)"
 
 
-def _cells(record: dict) -> dict[tuple[str, str], list[bool]]:
-    """(variant, cell) → per-example vector. In the transfer setting the bare classifier under each attack is a
-    cell too: that is where a weakened attack shows most (a purifier can hide it)."""
+def _damaged(where: str, field: str, what: str, got: Any) -> UserError:
+    shown = repr(got) if not isinstance(got, (list, dict)) else type(got).__name__ + (" (empty)" if not got else "")
+    return UserError(f"{where} is damaged: {field} {what}, got {shown}; fix that field or {REMAKE}")
+
+
+def _get(record: dict, where: str, *path: str) -> Any:
+    """``record[path[0]][path[1]]...``; a missing or non-object step is a :class:`UserError` naming the field."""
+    obj: Any = record
+    for i, key in enumerate(path):
+        if not isinstance(obj, dict) or key not in obj:
+            raise UserError(f"{where} is damaged: field {'.'.join(path[:i + 1])} is missing; {REMAKE}")
+        obj = obj[key]
+    return obj
+
+
+def _fraction(value: Any, where: str, field: str, open_ends: bool = False) -> float:
+    """A number in [0, 1] (``open_ends``: in (0, 1)), else a :class:`UserError` naming ``field``."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (0 < value < 1 if open_ends else 0 <= value <= 1)
+    if not ok:
+        raise _damaged(where, field, f"must be a number in {'(0, 1)' if open_ends else '[0, 1]'}", value)
+    return float(value)
+
+
+def _settings(base: dict, where: str) -> tuple[float, float, dict[str, dict[str, float]]]:
+    """The baseline block's alpha, floor margin and floors ``{variant: {cell: floor}}``, each checked."""
+    s = base.get("baseline")
+    s = {} if s is None else s
+    if not isinstance(s, dict):
+        raise _damaged(where, "baseline", "must be an object {alpha, floor_margin, floors, note}", s)
+    alpha = _fraction(s["alpha"], where, "baseline.alpha", open_ends=True) if s.get("alpha") is not None \
+        else DEFAULT_ALPHA
+    margin = _fraction(s["floor_margin"], where, "baseline.floor_margin") if s.get("floor_margin") is not None \
+        else DEFAULT_FLOOR_MARGIN
+    floors = s.get("floors") or {}
+    if not isinstance(floors, dict):
+        raise _damaged(where, "baseline.floors", "must be an object {variant: {cell: floor}}", floors)
+    for v, cells in floors.items():
+        if not isinstance(cells, dict):
+            raise _damaged(where, f"baseline.floors.{v}", "must be an object {cell: floor}", cells)
+        for a, f in cells.items():
+            _fraction(f, where, f"baseline.floors.{v}.{a}")
+    return alpha, margin, floors
+
+
+def _vector(vec: Any, n: int, where: str, field: str) -> list[bool]:
+    if not isinstance(vec, list) or not vec or len(vec) != n or not all(isinstance(b, bool) for b in vec):
+        raise _damaged(where, field, f"must be a list of {n} true/false values (one per example)", vec)
+    return vec
+
+
+def _cells(record: dict, where: str = "the record") -> dict[tuple[str, str], list[bool]]:
+    """(variant, cell) → per-example vector, each checked (a list of booleans, one per example). In the transfer
+    setting the bare classifier under each attack is a cell too: that is where a weakened attack shows most (a
+    purifier can hide it)."""
+    index = _get(record, where, "examples", "index")
+    if not isinstance(index, list) or not index:
+        raise _damaged(where, "examples.index", "must be a non-empty list of example indices", index)
+    n = len(index)
     out = {}
     bare = (record.get("bare_classifier") or {}).get("examples")
     if bare:
-        for a, vec in bare["robust_correct"].items():
-            out[(BARE, a)] = vec
-    for v, block in record["variants"].items():
-        ex = block["examples"]
-        out[(v, "clean")] = ex["defended_clean_correct"]
-        for a, vec in ex["robust_correct"].items():
-            out[(v, a)] = vec
+        for a, vec in _get(bare, where, "robust_correct").items():
+            out[(BARE, a)] = _vector(vec, n, where, f"bare_classifier.examples.robust_correct.{a}")
+    variants = _get(record, where, "variants")
+    if not isinstance(variants, dict) or not variants:
+        raise _damaged(where, "variants", "must be an object of defense variants", variants)
+    for v, block in variants.items():
+        ex = _get(record, where, "variants", v, "examples")
+        out[(v, "clean")] = _vector(_get(ex, where, "defended_clean_correct"), n, where,
+                                    f"variants.{v}.examples.defended_clean_correct")
+        robust = _get(ex, where, "robust_correct")
+        if not isinstance(robust, dict):
+            raise _damaged(where, f"variants.{v}.examples.robust_correct", "must be an object {attack: [...]}",
+                           robust)
+        for a, vec in robust.items():
+            out[(v, a)] = _vector(vec, n, where, f"variants.{v}.examples.robust_correct.{a}")
     return out
 
 
-def _refuse_if_different(base: dict, now: dict, same_config: bool = True) -> None:
+def _refuse_if_different(base: dict, now: dict, same_config: bool = True, base_name: str = "the baseline",
+                         now_name: str = "the new run") -> None:
     """Refuse unlike comparisons: different data or checkpoint always; any other difference of the comparison
     key unless ``same_config`` is False (the what-if mode changes the defense on purpose)."""
-    bd, nd = base["provenance"]["data"], now["provenance"]["data"]
+    bd, nd = _get(base, base_name, "provenance", "data"), _get(now, now_name, "provenance", "data")
+    if not isinstance(bd, dict) or not isinstance(nd, dict):
+        raise _damaged(base_name if not isinstance(bd, dict) else now_name, "provenance.data", "must be an object",
+                       bd if not isinstance(bd, dict) else nd)
     if bd.get("sha256") != nd.get("sha256"):
         raise UserError(f"refusing to compare: the data slice differs from the baseline's (sha256 "
                         f"{str(bd.get('sha256'))[:12]} vs {str(nd.get('sha256'))[:12]}); use the same data and n")
     bm, nm = base["provenance"].get("model") or {}, now["provenance"].get("model") or {}
+    bm, nm = bm if isinstance(bm, dict) else {}, nm if isinstance(nm, dict) else {}
     if bm.get("checkpoint_sha256") != nm.get("checkpoint_sha256"):
         raise UserError(f"refusing to compare: the checkpoint differs from the baseline's (sha256 "
                         f"{str(bm.get('checkpoint_sha256'))[:12]} vs {str(nm.get('checkpoint_sha256'))[:12]})")
-    if base["examples"]["index"] != now["examples"]["index"]:
+    if _get(base, base_name, "examples", "index") != _get(now, now_name, "examples", "index"):
         raise UserError("refusing to compare: the runs cover different examples")
     if same_config:
         bk, nk = (base.get("keys") or {}).get("comparison"), (now.get("keys") or {}).get("comparison")
@@ -127,14 +198,13 @@ def _refuse_if_different(base: dict, now: dict, same_config: bool = True) -> Non
                             f"({describe_diff(bk, nk)}); compare records made with the same configuration")
 
 
-def compare(base: dict, now: dict, same_config: bool = True) -> list[Comparison]:
-    """Paired comparison of every (variant, cell), both directions, Holm-corrected across all tests."""
-    _refuse_if_different(base, now, same_config)
-    settings = base.get("baseline") or {}
-    alpha = float(settings.get("alpha", DEFAULT_ALPHA))
-    margin = float(settings.get("floor_margin", DEFAULT_FLOOR_MARGIN))
-    floors = settings.get("floors") or {}
-    bc, nc = _cells(base), _cells(now)
+def compare(base: dict, now: dict, same_config: bool = True, base_name: str = "the baseline",
+            now_name: str = "the new run") -> list[Comparison]:
+    """Paired comparison of every (variant, cell), both directions, Holm-corrected across all tests. A damaged
+    baseline (or record) is a :class:`UserError` naming the field (``base_name`` / ``now_name`` name the files)."""
+    alpha, margin, floors = _settings(base, base_name)
+    bc, nc = _cells(base, base_name), _cells(now, now_name)
+    _refuse_if_different(base, now, same_config, base_name, now_name)
     missing = sorted(set(bc) - set(nc))
     if missing:
         raise UserError(f"the new run lacks baseline cells {missing[:3]}; rerun with the baseline's configuration")
@@ -142,7 +212,7 @@ def compare(base: dict, now: dict, same_config: bool = True) -> list[Comparison]
     for (v, a), bvec in bc.items():
         nvec = nc[(v, a)]
         b_acc, n_acc = sum(bvec) / len(bvec), sum(nvec) / len(nvec)
-        floor = float(floors.get(v, {}).get(a, max(0.0, b_acc - margin)))
+        floor = float(floors.get(v, {}).get(a, max(0.0, b_acc - margin)))  # checked by _settings
         rows.append(Comparison(v, a, b_acc, n_acc, mcnemar_one_sided(bvec, nvec), floor,
                                p_rise=mcnemar_one_sided(nvec, bvec)))
     rejected = holm([r.p_value for r in rows] + [r.p_rise for r in rows], alpha)
@@ -162,10 +232,10 @@ def report(rows: list[Comparison]) -> str:
 
 
 def make_baseline(record: dict, alpha: float = DEFAULT_ALPHA, floor_margin: float = DEFAULT_FLOOR_MARGIN,
-                  note: str | None = None) -> dict:
+                  note: str | None = None, where: str = "the record") -> dict:
     """A baseline = the record plus its decision settings (floors default to baseline − margin)."""
     rec = {k: v for k, v in record.items() if not k.startswith("_")}
-    cells = _cells(rec)
+    cells = _cells(rec, where)
     floors = {v: {a: round(max(0.0, sum(vec) / len(vec) - floor_margin), 4)
                   for (vv, a), vec in cells.items() if vv == v} for v in dict.fromkeys(vv for vv, _ in cells)}
     rec["baseline"] = {"alpha": alpha, "floor_margin": floor_margin, "floors": floors, "note": note}
@@ -198,6 +268,25 @@ def _old_record(path: Path) -> dict | None:
     return raw if isinstance(raw, dict) and raw.get("schema") in OLD_SCHEMAS else None
 
 
+def load_baseline(baseline_path: str | os.PathLike, *, update: bool = False,
+                  creating: bool = False) -> tuple[dict | None, str]:
+    """The baseline (as a dict, None when ``creating`` one that does not exist yet) and its schema, checked
+    before any work: a device or a FIFO is never opened, a damaged baseline block or per-example vector is one
+    line naming the field. ``update``: it is about to be rewritten (its vectors are not needed)."""
+    path = Path(baseline_path)
+    where = f"baseline '{path}'"
+    if check_regular(path, "--baseline", "write" if update else "read"):
+        base, schema = _read_baseline(path, update)
+        _settings(base, where)
+        if not update:
+            _cells(base, where)
+        return base, schema
+    if creating:
+        return None, SCHEMA
+    raise UserError(f"baseline '{path}' does not exist; create it from a run record with "
+                    f"`zeropur-bench check --baseline {path} --record RESULTS.json --update`")
+
+
 def run_check(baseline_path: str | os.PathLike, *, record_path: str | os.PathLike | None = None,
               data_dir: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None,
               update: bool = False, progress: bool = False) -> tuple[list[Comparison], dict]:
@@ -208,12 +297,8 @@ def run_check(baseline_path: str | os.PathLike, *, record_path: str | os.PathLik
     ``record_path`` it also creates a new baseline; a v1 baseline is re-made from its stored configuration).
     """
     path = Path(baseline_path)
-    base, schema = None, SCHEMA
-    if path.is_file():
-        base, schema = _read_baseline(path, update)
-    elif not (update and record_path is not None):
-        raise UserError(f"baseline '{path}' does not exist; create it from a run record with "
-                        f"`zeropur-bench check --baseline {path} --record RESULTS.json --update`")
+    where = f"baseline '{path}'"
+    base, schema = load_baseline(path, update=update, creating=update and record_path is not None)
     if update and record_path is None and path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"cannot rewrite baseline '{path}': no write permission")
     overrides = dict(overrides or {})
@@ -221,6 +306,7 @@ def run_check(baseline_path: str | os.PathLike, *, record_path: str | os.PathLik
         if overrides:
             raise UserError("--zp changes the defense before re-running; it cannot apply to a given --record")
         now = RecordView.read(record_path).raw
+        _cells(now, f"record '{record_path}'")
     else:
         config = config_from_record(base["config"], schema)
         blur = overrides.pop("blur", None)  # e.g. blur=identity: the gross break the check must catch
@@ -231,10 +317,11 @@ def run_check(baseline_path: str | os.PathLike, *, record_path: str | os.PathLik
         if blur:
             overrides["blur"] = blur
         now = evaluate(config, data_dir=data_dir, write=False, progress=progress)
-    rows = compare(base, now, same_config=not overrides) if base is not None and not update else []
+    now_name = f"record '{record_path}'" if record_path is not None else "the new run"
+    rows = compare(base, now, same_config=not overrides, base_name=where, now_name=now_name) \
+        if base is not None and not update else []
     if update:
-        settings = (base or {}).get("baseline") or {}
-        write_json_atomic(path, make_baseline(now, settings.get("alpha", DEFAULT_ALPHA),
-                                              settings.get("floor_margin", DEFAULT_FLOOR_MARGIN),
-                                              settings.get("note")))
+        alpha, margin, _ = _settings(base or {}, where)
+        note = ((base or {}).get("baseline") or {}).get("note")
+        write_json_atomic(path, make_baseline(now, alpha, margin, note, where=now_name))
     return rows, now

@@ -13,6 +13,7 @@ from torch import nn
 
 from .device import check_device
 from .errors import UserError
+from .parsing import check_seed
 from .threats import THREATS
 
 SETTINGS = ("transfer", "adaptive")
@@ -193,10 +194,9 @@ class EvalConfig:
             raise UserError(f"unknown dtype '{self.dtype}'; known: {', '.join(DTYPES)}")
         _positive_int(self.n_ex, "n_ex (--n-ex)")
         _positive_int(self.batch_size, "batch_size (--batch-size)")
-        if self.data_seed is not None and (isinstance(self.data_seed, bool) or not isinstance(self.data_seed, int)):
-            raise UserError(f"data_seed must be an integer, got {self.data_seed!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise UserError(f"seed must be an integer, got {self.seed!r}")
+        if self.data_seed is not None:
+            check_seed(self.data_seed, "data_seed (--data-seed)")
+        check_seed(self.seed, "seed (--seed)")
         if self.estimator not in ESTIMATORS:
             raise UserError(f"unknown estimator '{self.estimator}'; known: {', '.join(ESTIMATORS)}")
         _positive_int(self.estimator_n, "estimator_n (--estimator-n)")

@@ -103,24 +103,56 @@ def _missing_message(dataset: str, split: str, root: Path, why: str) -> str:
             f"layout; (3) run once online so robustbench/torchvision can download it into that folder.")
 
 
-def _load_npz(path: Path, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+def _load_npz(path: Path, dataset: str, n: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     import zipfile
 
     try:
         with np.load(path, allow_pickle=False) as d:
             if "x" not in d or "y" not in d:
-                raise UserError(f"'{path}' must hold arrays 'x' (uint8 N×H×W×C) and 'y'; found {sorted(d.files)}")
+                raise UserError(f"data file '{path}' must hold arrays 'x' (uint8 N×H×W×C) and 'y'; found "
+                                f"{sorted(d.files)}")
             x_np, y_np = d["x"], d["y"]
     except (zipfile.BadZipFile, EOFError, ValueError, OSError) as exc:
         raise UserError(f"data file '{path}' is damaged ({str(exc).splitlines()[0][:120]}); decode it again with "
                         f"`python ../shared/data/prepare.py {path.parent}`") from None
-    if x_np.ndim != 4 or x_np.dtype != np.uint8:
-        raise UserError(f"'{path}': x must be uint8 N×H×W×C, got {x_np.dtype} {x_np.shape}")
+    h, w = DATASETS[dataset]["shape"][1:]
+    if x_np.dtype != np.uint8 or x_np.ndim != 4 or x_np.shape[1:] != (h, w, 3):
+        raise UserError(f"data file '{path}': x must be uint8 N×{h}×{w}×3 (RGB {dataset} images), got "
+                        f"{x_np.dtype} {'×'.join(map(str, x_np.shape))}")
+    check_labels(y_np, len(x_np), dataset, f"data file '{path}'")
     if n is not None:
         x_np, y_np = x_np[:n], y_np[:n]
     x = torch.from_numpy(np.ascontiguousarray(x_np)).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     y = torch.from_numpy(np.asarray(y_np).astype(np.int64))
     return x, y
+
+
+def check_labels(y: np.ndarray | torch.Tensor, n_images: int, dataset: str, where: str) -> None:
+    """Labels as the engine needs them: one integer per image, each a class of ``dataset``. A
+    :class:`UserError` naming ``where`` and what is wrong, before any work is done."""
+    y = y.numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    num_classes = DATASETS[dataset]["num_classes"]
+    if y.ndim != 1:
+        raise UserError(f"{where}: y must hold one label per image (shape N), got shape "
+                        f"{'×'.join(map(str, y.shape)) or 'scalar'}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise UserError(f"{where}: y must hold integer class labels, got {y.dtype}")
+    if len(y) != n_images:
+        raise UserError(f"{where}: {len(y)} labels for {n_images} images; there must be one label per image")
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+        bad = int(y.min()) if int(y.min()) < 0 else int(y.max())
+        raise UserError(f"{where}: label {bad} is not a {dataset} class (0..{num_classes - 1}); is it "
+                        f"another dataset's file?")
+
+
+def check_images(x: torch.Tensor, dataset: str, where: str) -> None:
+    """Images as the engine needs them: float N×3×H×W in [0, 1] at ``dataset``'s size."""
+    shape = tuple(DATASETS[dataset]["shape"])
+    if not x.is_floating_point() or x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise UserError(f"{where}: images must be float N×{'×'.join(map(str, shape))} ({dataset}), got "
+                        f"{str(x.dtype).removeprefix('torch.')} {'×'.join(map(str, x.shape))}")
+    if len(x) and not (bool(torch.isfinite(x).all()) and float(x.min()) >= 0 and float(x.max()) <= 1):
+        raise UserError(f"{where}: image values must be finite and in [0, 1]")
 
 
 def _load_robustbench(dataset: str, split: str, root: Path, n: int | None) -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -160,7 +192,7 @@ def load_data(dataset: str, split: str = "test", n: int | None = None, data_dir:
     root = resolve_data_dir(data_dir)
     npz = root / f"{dataset}_{split}.npz"
     if npz.is_file():
-        x, y = _load_npz(npz, n)
+        x, y = _load_npz(npz, dataset, n)
         source, path = "npz", portable_path(npz)
     elif offline():
         raise UserError(_missing_message(dataset, split, root, f"offline mode (${OFFLINE_VAR}), no download tried"))
@@ -173,6 +205,8 @@ def load_data(dataset: str, split: str = "test", n: int | None = None, data_dir:
             why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise UserError(_missing_message(dataset, split, root, why[:200])) from None
         path = portable_path(root)
+        check_images(x, dataset, f"data in '{root}'")
+        check_labels(y, len(x), dataset, f"data in '{root}'")
     if n is not None and len(x) < n:
         raise UserError(f"asked for n={n} {dataset} {split} examples but '{path}' holds only {len(x)}")
     info = DataInfo(dataset=dataset, split=split, n=len(x), source=source, path=path, sha256=slice_sha256(x, y))

@@ -14,13 +14,14 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import UserError
+from .fsio import write_bytes_atomic
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 REGISTRY_FILE = WEIGHTS / "registry.json"
@@ -73,13 +74,44 @@ def weights_dir() -> Path:
     return Path(env) if env else WEIGHTS
 
 
+_FIELDS = {f.name: f for f in fields(Entry)}
+_REQUIRED = [n for n, f in _FIELDS.items() if f.default is MISSING and f.default_factory is MISSING]
+
+
 @functools.lru_cache(maxsize=4)
 def _read(registry_file: str) -> dict[str, Entry]:
+    """The entries of a ``registry.json``; a damaged or foreign one is a :class:`UserError` naming it and the
+    entry or field at fault (never a traceback, whichever command reads it, ``list`` included)."""
     path = Path(registry_file)
-    if not path.is_file():
+    if not path.is_file():  # none there (a FIFO or a device is not read either)
         return {}
-    data = json.loads(path.read_text())
-    return {e["name"]: Entry(**e) for e in data["classifiers"]}
+    fix = ("restore it from the package, or point $ZEROPUR_BENCH_WEIGHTS at a folder holding a registry.json "
+           "written by zeropur-bench" if os.environ.get("ZEROPUR_BENCH_WEIGHTS") else "reinstall the package")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"classifier registry '{path}' is damaged ({str(exc).splitlines()[0][:80]}); {fix}") \
+            from None
+    entries = data.get("classifiers") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise UserError(f"classifier registry '{path}' is not a zeropur-bench registry (no list 'classifiers'); {fix}")
+    out = {}
+    for i, e in enumerate(entries):
+        where = f"classifier registry '{path}', entry {i + 1}"
+        if not isinstance(e, dict):
+            raise UserError(f"{where} is not an object; {fix}")
+        where += f" ('{e.get('name')}')" if isinstance(e.get("name"), str) else ""
+        unknown = sorted(set(e) - set(_FIELDS))
+        if unknown:
+            raise UserError(f"{where} has unknown field(s) {', '.join(unknown)} (known: {', '.join(_FIELDS)}); "
+                            f"it was written by another tool or version: {fix}")
+        missing = [k for k in _REQUIRED if not isinstance(e.get(k), str) or not e.get(k)]
+        if missing:
+            raise UserError(f"{where} lacks the field(s) {', '.join(missing)} (each a non-empty text); {fix}")
+        if e["name"] in out:
+            raise UserError(f"{where}: the name '{e['name']}' is registered twice; {fix}")
+        out[e["name"]] = Entry(**e)
+    return out
 
 
 def _load() -> dict[str, Entry]:
@@ -148,7 +180,7 @@ def path_of(entry: Entry) -> Path:
 
 
 def fetch(entry: Entry, path: Path) -> Path:
-    """Download ``entry.url`` to ``path`` and check its sha256 (a mismatch deletes the file)."""
+    """Download ``entry.url`` and check its sha256 before writing it to ``path`` (a mismatch writes nothing)."""
     import hashlib
     import urllib.request
 
@@ -157,22 +189,15 @@ def fetch(entry: Entry, path: Path) -> Path:
     if offline():
         raise UserError(f"classifier '{entry.name}' is not at '{path}' and offline mode (${OFFLINE_VAR}) forbids "
                         f"downloading it from {entry.url}")
-    tmp = path.with_name(path.name + ".download")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(entry.url, timeout=60) as r, open(tmp, "wb") as f:  # noqa: S310 (https URL)
-            h = hashlib.sha256()
-            for chunk in iter(lambda: r.read(1 << 20), b""):
-                h.update(chunk)
-                f.write(chunk)
-        if h.hexdigest() != entry.sha256:
-            raise UserError(f"download of '{entry.name}' has sha256 {h.hexdigest()[:12]}…, expected "
-                            f"{entry.sha256[:12]}…; not used")
-        os.replace(tmp, path)
+        with urllib.request.urlopen(entry.url, timeout=60) as r:  # noqa: S310 (https URL)
+            data = r.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise UserError(f"could not download classifier '{entry.name}' from {entry.url} ({exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    got = hashlib.sha256(data).hexdigest()
+    if got != entry.sha256:
+        raise UserError(f"download of '{entry.name}' has sha256 {got[:12]}…, expected {entry.sha256[:12]}…; not used")
+    write_bytes_atomic(path, data)  # checked first, then written whole: never a half-downloaded file
     return path
 
 
@@ -181,7 +206,7 @@ def write_classifier(state_dict: dict[str, torch.Tensor], meta: dict[str, Any], 
     """Write a shippable classifier file: safetensors with ``meta`` as JSON under the header key
     ``zeropur_bench``. ``fp16=None`` chooses fp16 when the fp32 file would exceed a few MB. Returns
     ``{"path", "sha256", "bytes", "dtype"}``."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     fp32_bytes = sum(t.numel() * 4 for t in tensors.values() if t.is_floating_point())
@@ -190,14 +215,11 @@ def write_classifier(state_dict: dict[str, torch.Tensor], meta: dict[str, Any], 
     if fp16:
         tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in tensors.items()}
     dest = Path(dest)
-    tmp = dest.with_name(dest.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={META_KEY: json.dumps({**meta, "stored_dtype": "fp16" if fp16 else "fp32"})})
-    size = tmp.stat().st_size
+    data = save(tensors, metadata={META_KEY: json.dumps({**meta, "stored_dtype": "fp16" if fp16 else "fp32"})})
+    size = len(data)
     if size > MAX_FILE_BYTES:
-        tmp.unlink()
         raise UserError(f"'{dest}' would be {size / 2**20:.1f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dest)
+    write_bytes_atomic(dest, data, mode=0o644)
     return {"path": str(dest), "sha256": file_sha256(dest), "bytes": size, "dtype": "fp16" if fp16 else "fp32"}
 
 

@@ -8,10 +8,10 @@ go through an ``echo`` callable (stderr by default), user errors are :class:`~ze
 from __future__ import annotations
 
 import sys
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import UserError
+from .parsing import parse_kv, parse_number, parse_spec, parse_value  # noqa: F401  (parse_kv/_number/_value: API)
 
 if TYPE_CHECKING:  # the engine imports torch: loaded only when a run is built
     from torch import nn
@@ -33,53 +33,13 @@ def to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-# -- option text ------------------------------------------------------------------------------------------------
-def parse_number(text: str, what: str = "value") -> float:
-    """'8/255', '0.031', '0.5' → float."""
-    try:
-        return float(Fraction(text.strip()))
-    except (ValueError, ZeroDivisionError):
-        raise UserError(f"{what} must be a number or a fraction like 8/255, got '{text}'") from None
-
-
-def parse_value(text: str) -> Any:
-    """A typed value: true/false, none/null, an int, a number or fraction, ``a|b|c`` a list, else the text."""
-    low = text.strip().lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    if "/" in text or any(ch.isdigit() for ch in text):
-        try:
-            return float(Fraction(text))
-        except (ValueError, ZeroDivisionError):
-            pass
-    if "|" in text:  # a list, e.g. lambdas=0.1|1|10
-        return [parse_value(t) for t in text.split("|")]
-    return text
-
-
-def parse_kv(items: str, what: str) -> dict[str, Any]:
-    """``'coarse_steps=5,fine-steps=20'`` → ``{'coarse_steps': 5, 'fine_steps': 20}`` (``what`` names the option)."""
-    out: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in items.split(","))):
-        if "=" not in item:
-            raise UserError(f"{what}: expected KEY=VALUE, got '{item}'")
-        k, v = item.split("=", 1)
-        out[k.strip().replace("-", "_")] = parse_value(v)
-    return out
-
-
+# -- option text (parsed in zeropur_bench.parsing, the one place for numbers, k=v lists and NAME:k=v specs) -------
 def parse_attack(text: str) -> AttackSpec:
     """``NAME`` or ``NAME:key=value,key=value`` (e.g. ``pgd:steps=40``, ``autoattack:version=standard``)."""
     from .config import AttackSpec
 
-    name, _, rest = text.partition(":")
-    return AttackSpec(name=name.strip(), params=parse_kv(rest, f"--attack {text}"))
+    name, params = parse_spec(text, f"--attack {text}")
+    return AttackSpec(name=name, params=params)
 
 
 # -- defaults ---------------------------------------------------------------------------------------------------
@@ -128,11 +88,7 @@ def default_attacks() -> list[AttackSpec]:
 # -- defense variants ------------------------------------------------------------------------------------------
 def parse_defense(text: str) -> tuple[str, dict[str, Any]]:
     """``NAME`` or ``NAME:key=value,key=value`` (e.g. ``zeropur:stages=c``, ``my-squeeze:bits=3``)."""
-    name, _, rest = text.partition(":")
-    name = name.strip()
-    if not name:
-        raise UserError(f"--defense {text}: give a defense name, e.g. zeropur or blur (`zeropur-bench list`)")
-    return name, parse_kv(rest, f"--defense {text}")
+    return parse_spec(text, f"--defense {text}")
 
 
 def build_variants(defenses: Sequence[str], stages: Sequence[str], profiles: Sequence[str], blurs: Sequence[str],

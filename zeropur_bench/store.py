@@ -2,6 +2,8 @@
 
 * The partial folder's ``config.json`` holds the resume key; batches of another configuration or another code
   version are never mixed in (several processes may open it at once: the first writer wins, the rest compare).
+  The folder is created with the first finished batch: a refused run, or a ``--merge-only`` with nothing to
+  merge, leaves nothing on disk.
 * A batch file that cannot be read back (truncated, foreign) counts as not finished: a rerun recomputes it, and
   ``--merge-only`` names it among the missing ones.
 * An existing file at the record's path is the same run's finished record (reported, not recomputed, unless
@@ -11,15 +13,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import time
+import re
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .fsio import write_json_atomic
+from .fsio import check_regular, write_json_atomic
 from .records.batch import BatchResult
 from .keys import code_version, describe_diff, digest
+
+_BATCH = re.compile(r"batch-\d{5,}\.json")
 
 
 def resolve_out(out: str | os.PathLike | None, default_name: str, results_dir: str | os.PathLike = "results") -> Path:
@@ -43,6 +46,7 @@ def resolve_out(out: str | os.PathLike | None, default_name: str, results_dir: s
         raise UserError(f"cannot write '{path}': '{probe}' is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"cannot write '{path}': no write permission in '{probe}'")
+    check_regular(path)
     return path
 
 
@@ -55,6 +59,8 @@ class RunStore:
         self.resume = resume
         self.n_batches = n_batches
         self.damaged: list[int] = []  # batch files found but unreadable (recomputed, or missing for a merge)
+        self._meta: dict | None = None  # the partial folder's config.json, written with the first batch
+        self._meta_written = False
 
     # -- the record ------------------------------------------------------------------------------------------
     def finished(self) -> dict | None:
@@ -62,7 +68,7 @@ class RunStore:
         older record of the same configuration; anything else there is refused."""
         from .records import SCHEMA
 
-        if not self.path.exists():
+        if not check_regular(self.path):  # a device, a FIFO ... is refused before it is opened
             return None
         try:
             old = json.loads(self.path.read_text(encoding="utf-8"))
@@ -82,34 +88,69 @@ class RunStore:
 
     def write_record(self, record: dict) -> None:
         write_json_atomic(self.path, record)
-        shutil.rmtree(self.partial, ignore_errors=True)
+        self._remove_partial()
+
+    def _remove_partial(self) -> None:
+        """Delete the partial folder's own files (config.json, batch files, a writer's leftover temp files) and
+        the folder once empty; anything else a user put there stays."""
+        if not self.partial.is_dir() or self.partial.is_symlink():
+            return
+        for f in self.partial.iterdir():
+            if f.name == "config.json" or _BATCH.fullmatch(f.name) or f.name.startswith(".tmp-"):
+                if f.is_file() or f.is_symlink():
+                    f.unlink(missing_ok=True)
+        try:
+            self.partial.rmdir()
+        except OSError:
+            pass  # not empty: a file that is not ours
 
     # -- the batches -----------------------------------------------------------------------------------------
     def open(self, git_commit: str | None) -> None:
-        """Create the partial folder with the resume key, or check that an existing one is this run's."""
-        meta = {"resume_key": self.resume, "resume_hash": digest(self.resume), "code_version": code_version(),
-                "git_commit": git_commit, "n_batches": self.n_batches}
-        self.partial.mkdir(parents=True, exist_ok=True)
+        """Check that an existing partial folder is this run's (read only). The folder and its ``config.json``
+        are created with the first batch file (:meth:`write_batch`): a run refused or stopped before any batch
+        is finished, or a ``--merge-only`` with nothing to merge, leaves nothing behind."""
+        self._meta = {"resume_key": self.resume, "resume_hash": digest(self.resume), "code_version": code_version(),
+                      "git_commit": git_commit, "n_batches": self.n_batches}
+        check_regular(self.path)
+        if os.path.lexists(self.partial) and not self.partial.is_dir():
+            raise UserError(f"'{self.partial}' is not a folder of partial results; move it away or choose another "
+                            "--out")
         meta_file = self.partial / "config.json"
-        try:
-            fd = os.open(meta_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            self._check_existing(meta_file, meta)
+        if os.path.lexists(meta_file):
+            self._check_existing(meta_file, self._meta)
+            self._meta_written = True
+        elif self.partial.is_dir() and any(not f.name.startswith(".tmp-") for f in self.partial.iterdir()):
+            raise UserError(f"'{self.partial}' holds files but no config.json: it is not partial results of this "
+                            "package; move it away or choose another --out")
+
+    def _write_meta(self) -> None:
+        """``config.json`` (the resume key), whole or not at all: the first of several processes writes it, the
+        others compare theirs with it."""
+        if self._meta is None or self._meta_written:
             return
-        with os.fdopen(fd, "w") as f:
-            json.dump(meta, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
+        meta_file = self.partial / "config.json"
+        created = not os.path.lexists(self.partial)
+        try:
+            write_json_atomic(meta_file, self._meta, exclusive=True)
+        except FileExistsError:
+            self._check_existing(meta_file, self._meta)
+        except UserError:  # e.g. a full disk: leave no empty folder behind
+            if created:
+                try:
+                    self.partial.rmdir()
+                except OSError:
+                    pass
+            raise
+        self._meta_written = True
 
     def _check_existing(self, meta_file: Path, meta: dict) -> None:
-        for _ in range(100):  # another process may be writing it right now
-            try:
-                old = json.loads(meta_file.read_text())
-                break
-            except (json.JSONDecodeError, OSError):
-                time.sleep(0.05)
-        else:
-            raise UserError(f"'{meta_file}' is unreadable; remove '{self.partial}' to start over")
+        check_regular(meta_file, "the partial folder's")
+        try:  # written whole by the atomic writer (older versions could leave it empty after a full disk)
+            old = json.loads(meta_file.read_text(encoding="utf-8"))
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError):
+            raise UserError(f"'{meta_file}' is unreadable; remove '{self.partial}' to start over") from None
         if old.get("resume_hash") == meta["resume_hash"]:
             return
         ok = old.get("resume_key") or {}
@@ -118,7 +159,7 @@ class RunStore:
                             f"{old.get('code_version')}, commit {old.get('git_commit')}; now {code_version()}); "
                             f"batches of two code versions are never mixed: remove '{self.partial}' to start over, "
                             "or finish it with the code that started it")
-        diff = describe_diff(ok, self.resume) if ok else "unknown"
+        diff = describe_diff(ok, self.resume) if isinstance(ok, dict) and ok else "unknown"
         raise UserError(f"'{self.partial}' holds partial results of a different configuration ({diff}); remove it "
                         "or choose another --out")
 
@@ -128,9 +169,11 @@ class RunStore:
     def read_batch(self, b: int, n: int, variants: list[str]) -> BatchResult | None:
         """Batch ``b`` if its file holds ``n`` examples of every variant, else None (a damaged file is noted)."""
         f = self.batch_file(b)
-        if not f.exists():
+        if not os.path.lexists(f):
             return None
         try:
+            if not f.is_file():  # never opened: a FIFO would block
+                raise OSError("not a regular file")
             res = BatchResult.from_dict(json.loads(f.read_text(encoding="utf-8")))
             ok = (len(res.index) == n and len(res.clean_correct) == n
                   and all(len(res.variants[k].defended_clean_correct) == n for k in variants))
@@ -143,6 +186,7 @@ class RunStore:
         return res
 
     def write_batch(self, b: int, res: BatchResult) -> None:
+        self._write_meta()
         write_json_atomic(self.batch_file(b), res.to_dict())
         if b in self.damaged:
             self.damaged.remove(b)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import UserError
-from .runspec import parse_value
+from .parsing import parse_value
 
 if TYPE_CHECKING:
     from .config import EvalConfig
@@ -34,7 +34,7 @@ def parse_values(text: str, option: str) -> list[tuple[str, Any]]:
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     if not items:
         raise UserError(f"{option} needs at least one value, e.g. {option} 0,10,20,50")
-    vals = [(t, parse_value(t)) for t in items]
+    vals = [(t, parse_value(t, option)) for t in items]
     seen = set()
     for t, v in vals:
         k = json.dumps(v, sort_keys=True, default=str)

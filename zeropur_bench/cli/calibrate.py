@@ -45,12 +45,14 @@ def calibrate_cmd(dataset: str, model: str | None, checkpoint: str | None, model
     from ..device import check_device
     from ..fsio import write_text_atomic
     from ..classifiers import load_classifier
+    from ..parsing import check_seed
     from ..runspec import default_blur, default_model
 
     if model is None:
         model, msg = default_model(dataset)
         click.echo(msg, err=True)
     check_device(device)
+    check_seed(seed, "--seed")
     if not 0 <= delta < 100:
         raise UserError(f"--delta is in points of accuracy, in [0, 100), got {delta:g}")
     path = _check_out(out)

@@ -24,25 +24,34 @@ from ..errors import UserError, friendly
 def check_cmd(baselines: tuple[str, ...], record_path: str | None, data_dir: str | None, zp_overrides: str,
               update: bool, plugins: tuple[str, ...], no_progress: bool) -> None:
     """Regression check on robust accuracy: re-run each baseline's configuration and compare per example
-    (one-sided exact McNemar, Holm across cells, plus an absolute floor). Exits 1 on a significant drop.
+    (one-sided exact McNemar, Holm across cells, plus an absolute floor).
+
+    \b
+    Exit status:
+      0  every cell ok (or the baseline written, with --update)
+      1  a regression: a significant drop or rise, or a cell below its floor
+      2  bad input or a damaged baseline (one line on stderr naming the file and the field)
 
     \b
     Examples:
       zeropur-bench check --baseline results/baselines/cifar10-resnet20.json
       zeropur-bench check --baseline results/baselines/mine.json --record results/run.json --update
     """
-    from ..check import report, run_check
+    from ..check import load_baseline, report, run_check
     from ..defense import load_plugin
-    from ..runspec import parse_kv
+    from ..parsing import parse_kv
 
     for plugin in plugins:
         load_plugin(plugin)
     if record_path is not None and len(baselines) > 1:
         raise UserError("--record compares one run: give one --baseline with it")
+    overrides = parse_kv(zp_overrides, "--zp")
+    for b in baselines:  # every baseline checked before the first is re-run
+        load_baseline(b, update=update, creating=update and record_path is not None)
     failed = False
     for b in baselines:
-        rows, _ = run_check(b, record_path=record_path, data_dir=data_dir, overrides=parse_kv(zp_overrides, "--zp"),
-                            update=update, progress=not no_progress)
+        rows, _ = run_check(b, record_path=record_path, data_dir=data_dir, overrides=overrides, update=update,
+                            progress=not no_progress)
         if update:
             click.echo(f"{b}: baseline written")
             continue

@@ -54,6 +54,6 @@ def train_cmd(**kw: Any) -> None:
             argv += [flag] if v else []
         elif v is not None:
             argv += [flag, str(v)]
-    rc = train_main(argv)
+    rc = train_main(argv, prog="zeropur-bench train")
     if rc:
         sys.exit(rc)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .meta import PACKAGES, environment, git_commit
 from .semantics import per_example, step_curves, summarize
-from .view import OLD_SCHEMAS, SCHEMA, AttackView, Metric, RecordError, RecordView, VariantView, scan_records
+from .view import OLD_SCHEMAS, RECORD_PREFIX, SCHEMA, AttackView, Metric, RecordError, RecordView, VariantView, scan_records
 
 
 def load_record(path) -> dict:
@@ -20,5 +20,5 @@ def load_record(path) -> dict:
     return RecordView.read(path).raw
 
 
-__all__ = ["SCHEMA", "OLD_SCHEMAS", "PACKAGES", "AttackView", "Metric", "RecordError", "RecordView", "VariantView",
+__all__ = ["SCHEMA", "OLD_SCHEMAS", "RECORD_PREFIX", "PACKAGES", "AttackView", "Metric", "RecordError", "RecordView", "VariantView",
            "environment", "git_commit", "load_record", "per_example", "scan_records", "step_curves", "summarize"]

@@ -29,6 +29,7 @@ from ..errors import UserError
 
 SCHEMA = "zeropur-bench/record/v2"
 OLD_SCHEMAS = ("zeropur-bench/record/v1",)
+RECORD_PREFIX = "zeropur-bench/record/"  # a schema under it that is neither SCHEMA nor old: a newer version's
 _VARIANT_ORDER = {"none": 0, "blur": 1}
 _STAGE_ORDER = {"c": 0, "cf": 1}
 _PROFILE_ORDER = {"authors": 0, "calibrated": 1, "paper": 2}
@@ -146,7 +147,11 @@ class RecordView:
             raise RecordError(f"{where} is a {raw['schema']} record, made before robust accuracy required the clean "
                               "image right too; re-make it with the same command (its 'config' holds it)")
         if raw.get("schema") != SCHEMA:
-            raise RecordError(f"{where}: not a {SCHEMA} record")
+            schema = raw.get("schema")
+            if isinstance(schema, str) and schema.startswith(RECORD_PREFIX):
+                raise RecordError(f"{where}: field schema is '{schema}', which this version does not read (it reads "
+                                  f"{SCHEMA}); update zeropur-bench to read it")
+            raise RecordError(f"{where}: not a {SCHEMA} record (field schema is {schema!r})")
         try:
             return cls._parse(raw, path)
         except KeyError as exc:
@@ -172,7 +177,8 @@ class RecordView:
                    eps_str=str(c.get("eps_str") or c["eps"]), setting=str(c["setting"]),
                    split=str(c.get("split") or "test"), model=str(c["model"]),
                    arch=str(c.get("arch") or mi.get("arch") or c["model"]), recipe=_recipe(c, mi),
-                   checkpoint=c.get("checkpoint"), n=int(raw["summary"]["n"]), seed=int(c.get("seed", 0)),
+                   checkpoint=c.get("checkpoint"), n=_check_summary(raw["summary"], "summary"),
+                   seed=int(c.get("seed", 0)),
                    batch_size=int(c.get("batch_size", 100)), attacks=attacks, variants=variants, primary=primary,
                    estimator=str(c.get("estimator", "one-shot")), estimator_n=int(c.get("estimator_n", 1)),
                    dtype=str(c.get("dtype", "fp32")), cascade=bool(c.get("cascade", False)))
@@ -180,7 +186,11 @@ class RecordView:
     @classmethod
     def read(cls, path: str | os.PathLike) -> "RecordView":
         """Read a record file (one-line errors for a missing, unreadable or non-record file)."""
+        from ..fsio import check_regular
+
         p = Path(path)
+        if not check_regular(p, "record", "read"):  # a FIFO is never opened: reading it would block
+            raise RecordError(f"record '{p}' does not exist")
         try:
             raw = json.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -259,6 +269,7 @@ def _variant(key: str, v: dict[str, Any], attack_keys: list[str]) -> VariantView
     s = v.get("summary")
     if not isinstance(s, dict) or "defended_clean_acc" not in s or "n" not in s:
         raise ValueError(f"variant {key!r} has no summary")
+    _check_summary(s, f"variants.{key}.summary")
     missing = [a for a in attack_keys if a not in (s.get("robust_acc") or {})]
     if missing:
         raise ValueError(f"variant {key!r} has no result for {', '.join(missing)}")
@@ -277,6 +288,36 @@ def _variant(key: str, v: dict[str, Any], attack_keys: list[str]) -> VariantView
                        summary=s, examples=v.get("examples") or {}, defense=d)
 
 
+_SCALARS = ("clean_acc", "defended_clean_acc", "worst_case_acc", "adv_worst_case_acc")
+_BY_ATTACK = ("robust_acc", "robust_final_acc", "adv_acc")
+
+
+def _is_acc(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and 0 <= x <= 1
+
+
+def _check_summary(s: Any, field: str) -> int:
+    """A summary's ``n`` (returned) and accuracies, each a number in [0, 1]: a value that is not (``"high"``,
+    NaN) is a ValueError naming its field, never shown as "not measured"."""
+    if not isinstance(s, dict):
+        raise ValueError(f"field {field} is not an object")
+    n = s.get("n")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"field {field}.n is {n!r}, not a positive number of examples")
+    for name in _SCALARS:
+        if name in s and not _is_acc(s[name]):
+            raise ValueError(f"field {field}.{name} is {s[name]!r}, not an accuracy in [0, 1]")
+    for name in _BY_ATTACK:
+        if name not in s:
+            continue
+        if not isinstance(s[name], dict):
+            raise ValueError(f"field {field}.{name} is {s[name]!r}, not an object {{attack: accuracy}}")
+        for a, x in s[name].items():
+            if not _is_acc(x):
+                raise ValueError(f"field {field}.{name}.{a} is {x!r}, not an accuracy in [0, 1]")
+    return n
+
+
 def _recipe(config: dict, model_info: dict) -> str | None:
     r = config.get("recipe") or model_info.get("recipe")
     if not r:
@@ -290,15 +331,15 @@ def _recipe(config: dict, model_info: dict) -> str | None:
 def scan_records(paths: str | os.PathLike | Iterable[str | os.PathLike], *, warn: bool = True) -> list[RecordView]:
     """Every v2 record in the given files / folders (folders recursively, ``*.json``, sorted by path).
 
-    A record of an older schema, or a damaged one, is skipped with one warning naming it (never shown as "not
-    measured"); other JSON files (baselines without results, sanity reports, resume state) are skipped silently;
-    a missing folder gives []."""
+    A record of an older or unknown schema, or a damaged one (a missing field, a summary that is not an accuracy),
+    is skipped with one warning naming it and the field (never shown as "not measured"); other JSON files
+    (sanity reports, calibrations, resume state) are skipped silently; a missing folder gives []."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     files: list[Path] = []
     for p in map(Path, paths):
-        if p.is_dir():
-            files += sorted(q for q in p.rglob("*.json") if ".partial" not in q.parent.name)
+        if p.is_dir():  # regular files only: a FIFO named *.json would block the read
+            files += sorted(q for q in p.rglob("*.json") if ".partial" not in q.parent.name and q.is_file())
         elif p.is_file():
             files.append(p)
     out = []
@@ -307,13 +348,14 @@ def scan_records(paths: str | os.PathLike | Iterable[str | os.PathLike], *, warn
             raw = json.loads(f.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             if warn:
-                warnings.warn(f"skipping unreadable JSON {f}: {exc}", stacklevel=2)
+                warnings.warn(f"{f} is not readable JSON ({exc}) (skipped)", stacklevel=2)
             continue
-        if not isinstance(raw, dict) or (raw.get("schema") != SCHEMA and raw.get("schema") not in OLD_SCHEMAS):
-            continue
+        schema = raw.get("schema") if isinstance(raw, dict) else None
+        if not (isinstance(schema, str) and schema.startswith(RECORD_PREFIX)):
+            continue  # not a run record (a sanity report, a calibration, resume state, another tool's JSON)
         try:
             out.append(RecordView.from_dict(raw, f))
         except RecordError as exc:
             if warn:
-                warnings.warn(f"skipping {exc}", stacklevel=2)
+                warnings.warn(f"{exc} (skipped)", stacklevel=2)
     return out

@@ -34,12 +34,16 @@ def infer_format(path: str | os.PathLike) -> str:
 
 
 def load_records(results_dir: str | os.PathLike) -> list[RecordView]:
-    """Every v2 record under ``results_dir`` (recursively, sorted by path); old-schema and damaged records are
-    skipped with one warning each; a missing folder gives []."""
+    """Every v2 record under ``results_dir`` (recursively, sorted by path); old-schema, unknown-schema and
+    damaged records are skipped with one warning each. A missing folder is a :class:`UserError` (a typo would
+    otherwise give a table without a measured row)."""
     root = Path(results_dir)
-    if root.exists() and not root.is_dir():
+    if not root.exists():
+        raise UserError(f"results folder '{root}' does not exist; give --results FOLDER, the folder that holds "
+                        "the run records")
+    if not root.is_dir():
         raise UserError(f"results path '{root}' is not a directory; pass the folder that holds the records")
-    return scan_records(root) if root.exists() else []
+    return scan_records(root)
 
 
 def _views(records: Iterable[Any]) -> list[RecordView]:
@@ -53,7 +57,7 @@ def _views(records: Iterable[Any]) -> list[RecordView]:
         try:
             out.append(RecordView.from_dict(r, r.get("_path") if isinstance(r, dict) else None))
         except RecordError as exc:
-            warnings.warn(f"skipping {exc}", stacklevel=3)
+            warnings.warn(f"{exc} (skipped)", stacklevel=3)
     return out
 
 

@@ -5,19 +5,35 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from ..archs import ARCHS
 from ..augment import AUGS
 from ..data import DATASETS
-from ..errors import UserError
+from ..errors import UserError, one_line
 from .loop import train
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv`` (default: ``sys.argv[1:]``) and train; 0 on success, 2 after a one-line ``error: ...``."""
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are a :class:`UserError` (one line, exit 2), not a usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "python -m zeropur_bench.train") -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``) and train; 0 on success, 2 after a one-line ``error: ...``
+    (``prog``: the command named in it)."""
+    try:
+        return _main(argv, prog)
+    except UserError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: Sequence[str] | None, prog: str) -> int:
     description = sys.modules[__package__].__doc__.splitlines()[0]  # the package docstring's first line
-    p = argparse.ArgumentParser(prog="python -m zeropur_bench.train", description=description)
+    p = _Parser(prog=prog, description=description)
     p.add_argument("--dataset", required=True, choices=[d for d in DATASETS if "train" in DATASETS[d]["splits"]])
     p.add_argument("--arch", required=True, choices=list(ARCHS))
     p.add_argument("--aug", required=True, choices=list(AUGS))
@@ -50,14 +66,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N; not part of the recipe: a run "
                    "may be resumed on another device")
     a = p.parse_args(argv)
-    try:
-        train(a.dataset, a.arch, a.aug, a.epochs, a.out, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum,
-              weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs, bf16=a.bf16, channels_last=a.channels_last,
-              seed=a.seed, data_dir=a.data_dir, num_threads=a.num_threads, resume=not a.no_resume,
-              progress=not a.no_progress, n_train=a.n_train, eval_test=not a.no_eval, device=a.device,
-              n_test=a.n_test, precision=a.precision, stop_at_epoch=a.stop_at_epoch, shorten=a.shorten,
-              command=shlex.join(["python", "-m", "zeropur_bench.train", *(sys.argv[1:] if argv is None else argv)]))
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    train(a.dataset, a.arch, a.aug, a.epochs, a.out, batch_size=a.batch_size, lr=a.lr, momentum=a.momentum,
+          weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs, bf16=a.bf16, channels_last=a.channels_last,
+          seed=a.seed, data_dir=a.data_dir, num_threads=a.num_threads, resume=not a.no_resume,
+          progress=not a.no_progress, n_train=a.n_train, eval_test=not a.no_eval, device=a.device,
+          n_test=a.n_test, precision=a.precision, stop_at_epoch=a.stop_at_epoch, shorten=a.shorten,
+          command=shlex.join(["python", "-m", "zeropur_bench.train", *(sys.argv[1:] if argv is None else argv)]))
     return 0

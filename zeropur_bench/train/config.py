@@ -16,6 +16,7 @@ from ..archs import ARCHS
 from ..augment import check_aug
 from ..data import check_dataset
 from ..errors import UserError
+from ..parsing import check_seed
 
 FORMAT = "zeropur-bench/classifier/v1"
 CHECKPOINT = "checkpoint.pt"
@@ -113,7 +114,7 @@ class TrainConfig:
             raise UserError(f"--lr must be a positive number, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise UserError(f"--momentum must be in [0, 1), got {self.momentum}")
-        if not self.weight_decay >= 0:
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise UserError(f"--weight-decay must be >= 0, got {self.weight_decay}")
         if not 0 <= warmup <= epochs:
             raise UserError(f"--warmup-epochs must be in [0, epochs={epochs}], got {warmup}")
@@ -123,6 +124,7 @@ class TrainConfig:
             from ..device import PRECISIONS
             if self.precision not in PRECISIONS:
                 raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got '{self.precision}'")
+        check_seed(self.seed, "--seed")
         if self.n_test is not None and self.n_test < 1:
             raise UserError(f"--n-test must be a positive number of test images, got {self.n_test}")
 

@@ -15,7 +15,7 @@ from ..augment import augment
 from .common import ProgressBar, epoch_generator, evaluate, locked, lr_at, resolve_device
 from .config import TrainConfig
 from .final import finish
-from .state import Run, prepare, save_best, save_checkpoint
+from .state import Run, check_out_folder, prepare, save_best, save_checkpoint
 
 # Read at call time (tests patch them here, in zeropur_bench.train.loop).
 N_FIRST_LOSSES = 20
@@ -43,6 +43,8 @@ def run(config: TrainConfig) -> dict:
     """
     config.check()
     resolve_device(config.device)
+    if config.max_steps is None:  # max_steps writes nothing
+        check_out_folder(Path(config.out))
     threads, benchmark = torch.get_num_threads(), torch.backends.cudnn.benchmark
     try:
         if config.max_steps is not None:

@@ -64,6 +64,44 @@ class Run:
         return self.out / CHECKPOINT
 
 
+RUN_FILES = (CHECKPOINT, BEST, MODEL, "train_log.json")
+
+
+def _is_run_file(path: Path) -> bool:
+    """A file a training run writes: ``checkpoint.pt`` (recipe + data hash), ``model.pt`` / ``best.pt`` /
+    ``train_log.json`` (metadata of :data:`FORMAT`)."""
+    if path.suffix == ".json":
+        import json
+
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001  (not a torch file, or one holding more than tensors: not ours)
+            return False
+    if not isinstance(obj, dict):
+        return False
+    return ("config" in obj and "data_sha256" in obj) if path.name == CHECKPOINT else obj.get("format") == FORMAT
+
+
+def check_out_folder(out: Path) -> None:
+    """``out`` as a run folder, checked before anything is loaded or written: missing, or a folder whose run
+    files (:data:`RUN_FILES`, the lock) are regular files a training run wrote. A file, a device or a FIFO as
+    ``out``, or a user's ``model.pt`` in it, is a :class:`UserError`: a run never replaces (nor, on a fresh start,
+    deletes) a file it did not make."""
+    from ..fsio import check_regular, claim, file_kind
+
+    kind = file_kind(out)
+    if kind not in (None, "a folder"):
+        raise UserError(f"--out '{out}' is {kind}, not a run folder; give a folder (created if missing)")
+    if kind is None:
+        return
+    check_regular(out / ".lock", "--out's lock file")
+    for name in RUN_FILES:
+        claim(out / name, _is_run_file, "a file of a `zeropur-bench train` run", option="the run folder's",
+              fix="move it away or choose another --out")
+
+
 def prepare(config: TrainConfig) -> Run:
     """The state before the first epoch of this call: built, resumed (or started clean, unless ``max_steps``:
     that writes nothing), with the warm-up steps, the test set and the best test accuracy so far."""

@@ -18,8 +18,9 @@ from typing import Any, Iterable, Sequence
 
 from ...errors import UserError
 from ...fmt import fmt_value
-from ...fsio import write_bytes_atomic
+from ...fsio import claim, file_kind, write_bytes_atomic
 from ...keys import canon, describe_diff
+from ...marks import figure_metadata, is_marked, mark_line
 from ...records import SCHEMA as RECORD_SCHEMA
 from ...records import RecordError, RecordView, VariantView
 
@@ -147,7 +148,7 @@ def load_sources(paths: Sequence[str | os.PathLike], accept: Sequence[str] = ("r
                         found.append(_source(f, obj, kind))
                         seen.add(str(f.resolve()))
                 except RecordError as exc:
-                    warnings.warn(f"skipping {exc}", stacklevel=2)
+                    warnings.warn(f"{exc} (skipped)", stacklevel=2)
                 except UserError:
                     continue  # an unreadable or old file in a folder is not one the user asked for
         elif path.is_file():
@@ -161,6 +162,8 @@ def load_sources(paths: Sequence[str | os.PathLike], accept: Sequence[str] = ("r
             if str(path.resolve()) not in seen:
                 seen.add(str(path.resolve()))
                 found.append(_source(path, obj, kind))
+        elif file_kind(path) is not None:  # a FIFO or a device is never opened
+            raise UserError(f"--results '{path}' is {file_kind(path)}, not a record file or a folder of records")
         else:
             raise UserError(f"--results '{path}' does not exist")
     if not found:
@@ -170,8 +173,13 @@ def load_sources(paths: Sequence[str | os.PathLike], accept: Sequence[str] = ("r
 
 
 # -- output ----------------------------------------------------------------------------------------------------------
+def _ours(path: Path) -> bool:
+    return is_marked(path, "plot")
+
+
 def check_out(out: str | os.PathLike) -> tuple[Path, Path]:
-    """(figure path, sidecar CSV path); the suffix chooses the format. Checked before any work."""
+    """(figure path, sidecar CSV path); the suffix chooses the format. Checked before any work: each of the two
+    is missing or a file this command made (its mark), never a device, a FIFO or a user's file."""
     path = Path(out)
     if path.suffix.lower() not in FIG_SUFFIXES:
         raise UserError(f"--out '{out}': give a figure file ending in {', '.join(FIG_SUFFIXES)}")
@@ -182,6 +190,9 @@ def check_out(out: str | os.PathLike) -> tuple[Path, Path]:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise UserError(f"cannot write '{out}': no writable folder '{probe}'")
+    claim(path, _ours, "a figure made by `zeropur-bench plot`")
+    claim(path.with_suffix(".csv"), _ours, "the CSV of a figure made by `zeropur-bench plot`",
+          option="the CSV beside --out,")
     return path, path.with_suffix(".csv")
 
 
@@ -198,9 +209,9 @@ def save_figure(fig: Any, out: str | os.PathLike, columns: Sequence[str], rows: 
     path, csv_path = check_out(out)
     buf = io.BytesIO()
     fmt = path.suffix.lower()[1:]
-    fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight",
-                metadata={("Software" if fmt == "png" else "Creator"): "zeropur-bench plot"})
+    fig.savefig(buf, format=fmt, dpi=150, bbox_inches="tight", metadata=figure_metadata("plot", fmt))
     text = io.StringIO()
+    text.write(mark_line("plot", "csv") + "\n")
     w = csv.DictWriter(text, fieldnames=list(columns), lineterminator="\n")
     w.writeheader()
     for r in rows:
