@@ -60,15 +60,16 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=False))
 
 
-def refuse_foreign(path: str | os.PathLike, is_ours: Callable[[Any], bool], what: str) -> None:
-    """A :class:`UserError` when ``path`` exists but its JSON is not ``what`` (``is_ours`` says which is): a file
-    of the user's is never overwritten by an output of this package."""
+def refuse_foreign(path: str | os.PathLike, is_ours: Callable[[Any], bool], what: str, *,
+                   parse: Callable[[str], Any] = json.loads, option: str = "--out") -> None:
+    """A :class:`UserError` when ``path`` exists but its content (JSON unless ``parse`` says otherwise) is not
+    ``what`` (``is_ours`` says which is): a file of the user's is never overwritten by an output of this package."""
     path = Path(path)
     if not path.exists():
         return
     try:
-        ok = bool(is_ours(json.loads(path.read_text(encoding="utf-8"))))
+        ok = bool(is_ours(parse(path.read_text(encoding="utf-8"))))
     except (OSError, UnicodeDecodeError, ValueError, AttributeError):
         ok = False
     if not ok:
-        raise UserError(f"--out '{path}' exists and is not {what}; refusing to overwrite it")
+        raise UserError(f"{option} '{path}' exists and is not {what}; refusing to overwrite it")
