@@ -10,6 +10,13 @@ that already has a field keeps it. The script then checks that every original va
 
     python benchmarks/migrate_records.py results/        # rewrite in place (atomically)
     python benchmarks/migrate_records.py --check results/  # exit 1 if a record still lacks a field
+
+``--model-info`` (issue 32) rewrites only each record's ``model_info`` block, RobustBench's view of the record,
+re-derived from the record itself (:func:`zeropur_bench.records.model_info.model_info_block`): the script refuses if
+anything outside that block would differ, so no measured number (summaries, per-example vectors) changes.
+
+    python benchmarks/migrate_records.py --model-info results/
+    python benchmarks/migrate_records.py --model-info --check results/  # exit 1 if a block is stale
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from zeropur_bench.attacks import ATTACKS
 from zeropur_bench.config import AttackSpec
 from zeropur_bench.fsio import write_json_atomic
 from zeropur_bench.records import SCHEMA
+from zeropur_bench.records.model_info import model_info_block
 from zeropur_bench.sanity import bare_sweep_attack, sweep_row_names, with_steps
 
 SANITY_SCHEMA = "zeropur-bench/sanity/v2"
@@ -99,6 +107,17 @@ def migrate_sanity(report: dict) -> dict:
     return out
 
 
+def migrate_model_info(rec: dict) -> dict:
+    """The record with its ``model_info`` block re-derived; every other field the same object."""
+    return {**rec, "model_info": model_info_block(rec)}
+
+
+def _outside_model_info(old: dict, new: dict) -> list[str]:
+    """Paths outside ``model_info`` where ``new`` differs from ``old`` at all (an added key counts too)."""
+    keys = (set(old) | set(new)) - {"model_info"}
+    return [f".{k}" for k in sorted(keys) if k not in old or k not in new or old[k] != new[k]]
+
+
 def _unchanged(old: object, new: object, path: str = "") -> list[str]:
     """Paths where ``new`` differs from ``old`` other than by added dict keys."""
     if isinstance(old, dict) and isinstance(new, dict):
@@ -112,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("paths", nargs="+")
     ap.add_argument("--check", action="store_true", help="only report records that lack a field")
+    ap.add_argument("--model-info", action="store_true", help="re-derive only the model_info block of each record")
     args = ap.parse_args(argv)
     files = [f for p in map(Path, args.paths) for f in (sorted(p.rglob("*.json")) if p.is_dir() else [p])]
     stale = changed = 0
@@ -120,8 +140,14 @@ def main(argv: list[str] | None = None) -> int:
         schema = rec.get("schema") if isinstance(rec, dict) else None
         if schema not in (SCHEMA, SANITY_SCHEMA):
             continue
-        new = migrate(rec) if schema == SCHEMA else migrate_sanity(rec)
-        diff = _unchanged(rec, new)
+        if args.model_info:
+            if schema != SCHEMA:
+                continue
+            new = migrate_model_info(rec)
+            diff = _outside_model_info(rec, new)
+        else:
+            new = migrate(rec) if schema == SCHEMA else migrate_sanity(rec)
+            diff = _unchanged(rec, new)
         if diff:
             raise SystemExit(f"{f}: migration would change {diff[:3]}")
         if new == rec:
@@ -130,9 +156,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.check:
             write_json_atomic(f, new)
             changed += 1
-            print(f"{f}: fields added")
+            print(f"{f}: {'model_info re-derived' if args.model_info else 'fields added'}")
     if args.check and stale:
-        print(f"{stale} record(s) lack fields; run benchmarks/migrate_records.py on them", file=sys.stderr)
+        fix = "--model-info " if args.model_info else ""
+        print(f"{stale} record(s) {'have a stale model_info block' if args.model_info else 'lack fields'}; run "
+              f"benchmarks/migrate_records.py {fix}on them", file=sys.stderr)
         return 1
     print(f"{changed} record(s) migrated", file=sys.stderr)
     return 0

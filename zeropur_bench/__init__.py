@@ -7,6 +7,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._compat import install_autoattack_alias
+
+# robustbench 1.1.1 imports `autoattack`, PyPI ships `pyautoattack` (robustbench #211): after `import zeropur_bench` a
+# user's own `import robustbench.eval` / `import autoattack` works. Cheap: nothing is imported until asked.
+install_autoattack_alias()
+
 from .classifiers import load_classifier
 from .data import load_data
 from .errors import UserError

@@ -1,37 +1,79 @@
 """Make the published packages import together.
 
 robustbench 1.1.1 declares the PyPI package ``pyautoattack`` but imports the GitHub name ``autoattack``
-(robustbench issue #211). Before robustbench is imported, ``autoattack`` and its submodules are made to resolve
-to ``pyautoattack``. robustbench also imports ``pkg_resources`` (setuptools < 81 is pinned in pyproject).
-This is the only module that imports robustbench.
+(robustbench issue #211). ``install_autoattack_alias()`` (run by ``import zeropur_bench``) puts an import
+finder that answers ``autoattack`` and every ``autoattack.<sub>`` with the ``pyautoattack`` module of the same
+name, so a user's own ``import robustbench``, ``import robustbench.eval`` or ``import autoattack`` works beside
+this package. Where the GitHub ``autoattack`` is installed, it is found and the alias never answers. The finder
+imports nothing until asked.
+robustbench also imports ``pkg_resources`` (setuptools < 81 is pinned in pyproject).
+Only this module and :mod:`zeropur_bench.robustbench` (the adapter of ``robustbench.eval``) import robustbench.
 """
 from __future__ import annotations
 
-import hashlib
 import base64
+import hashlib
 import importlib
+import importlib.abc
+import importlib.machinery
 import importlib.metadata
+import importlib.util
 import sys
 import warnings
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Sequence
 
-_SUBMODULES = ("autoattack", "autopgd_base", "fab_base", "fab_pt", "square", "checks", "state", "other_utils",
-               "fab_projections")
+_ALIAS, _TARGET = "autoattack", "pyautoattack"
+
+
+class _AutoAttackAlias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``autoattack[.sub]`` → the module ``pyautoattack[.sub]`` itself (one module object, not a copy, so classes
+    such as ``EvaluationState`` are the same under both names)."""
+
+    def __init__(self) -> None:
+        self.own_specs: dict[str, Any] = {}
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname == _ALIAS:
+            others = [f for f in sys.meta_path if f is not self and hasattr(f, "find_spec")]
+            if any(f.find_spec(fullname, path) is not None for f in others):
+                return None  # the GitHub autoattack is installed: it wins
+        elif not (fullname.startswith(_ALIAS + ".") and _aliased()):
+            return None  # submodules of a real autoattack load normally (not from pyautoattack's folder)
+        real = _TARGET + fullname[len(_ALIAS):]
+        try:
+            if importlib.util.find_spec(real) is None:
+                return None
+        except ModuleNotFoundError:
+            return None
+        return importlib.machinery.ModuleSpec(fullname, self, is_package=fullname == _ALIAS)
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType:
+        module = importlib.import_module(_TARGET + spec.name[len(_ALIAS):])
+        self.own_specs[module.__name__] = module.__spec__
+        return module
+
+    def exec_module(self, module: Any) -> None:
+        # the import system set module.__spec__ to the alias spec: give the module back its own
+        module.__spec__ = self.own_specs.get(module.__name__, module.__spec__)
+
+
+def _aliased() -> bool:
+    return getattr(sys.modules.get(_ALIAS), "__name__", None) == _TARGET
+
+
+def install_autoattack_alias() -> None:
+    """Put the ``autoattack`` → ``pyautoattack`` finder first on ``sys.meta_path`` (once). It must precede the
+    path finder: ``import autoattack.state`` would otherwise load ``pyautoattack/state.py`` a second time."""
+    if not any(isinstance(f, _AutoAttackAlias) for f in sys.meta_path):
+        sys.meta_path.insert(0, _AutoAttackAlias())
 
 
 def alias_autoattack() -> None:
-    """Register ``pyautoattack`` (and its submodules) under the import name ``autoattack``."""
-    if "autoattack" in sys.modules and getattr(sys.modules["autoattack"], "__name__", "") == "pyautoattack":
-        return
-    pkg = importlib.import_module("pyautoattack")
-    sys.modules["autoattack"] = pkg
-    for sub in _SUBMODULES:
-        try:
-            mod = importlib.import_module(f"pyautoattack.{sub}")
-        except ImportError:  # a submodule that needs tensorflow etc.
-            continue
-        sys.modules[f"autoattack.{sub}"] = mod
+    """Make ``import autoattack`` (and its submodules) resolve to ``pyautoattack``."""
+    install_autoattack_alias()
 
 
 def import_robustbench() -> ModuleType:

@@ -87,9 +87,14 @@ def json_is(test: Callable[[dict], bool]) -> Callable[[Path], bool]:
     return is_ours
 
 
-def refuse_foreign(path: str | os.PathLike, is_ours: Callable[[Any], bool], what: str) -> None:
-    """:func:`claim` for JSON outputs: ``is_ours`` is given the parsed JSON object."""
-    claim(path, json_is(is_ours), what)
+def refuse_foreign(path: str | os.PathLike, is_ours: Callable[[Any], bool], what: str, *,
+                   parse: Callable[[str], Any] | None = None, option: str = "--out") -> None:
+    """:func:`claim` for outputs recognised by their content: ``is_ours`` is given the file parsed by ``parse``
+    (default: JSON)."""
+    if parse is None:
+        claim(path, json_is(is_ours), what, option)
+    else:
+        claim(path, lambda p: is_ours(parse(Path(p).read_text(encoding="utf-8"))), what, option)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, mode: int | None = None, *,

@@ -14,6 +14,8 @@ import click
 from ..errors import one_line
 from .calibrate import calibrate_cmd
 from .check import check_cmd
+from .export import export_cmd
+from .leaderboard import leaderboard_cmd
 from .listing import list_cmd
 from .plot import plot_cmd
 from .run import run_cmd
@@ -57,7 +59,8 @@ def main() -> None:
     """
 
 
-for _cmd in (run_cmd, sweep_cmd, sanity_cmd, check_cmd, table_cmd, calibrate_cmd, train_cmd, list_cmd, plot_cmd):
+for _cmd in (run_cmd, sweep_cmd, sanity_cmd, check_cmd, table_cmd, leaderboard_cmd, export_cmd, calibrate_cmd,
+             train_cmd, list_cmd, plot_cmd):
     main.add_command(_cmd)
 del _cmd
 

@@ -1,7 +1,8 @@
 """Run records: one JSON file per run (schema ``zeropur-bench/record/v2``), written atomically.
 
 * :mod:`.semantics`: what the per-example vectors and summaries mean (robust = clean ∧ adversarial);
-* :mod:`.assemble`: the engine's batches → a record (``assemble_record``, ``model_info_block``);
+* :mod:`.assemble`: the engine's batches → a record (``assemble_record``);
+* :mod:`.model_info`: RobustBench's ``model_info`` view of a record (``model_info_block``), derived, not measured;
 * :mod:`.view`: the one typed reader (:class:`RecordView`, :func:`scan_records`) that reports use;
 * :mod:`.meta`: where a record was made.
 
@@ -11,6 +12,7 @@ run resumes at batch granularity.
 from __future__ import annotations
 
 from .meta import PACKAGES, environment, git_commit
+from .model_info import defended_model_id, model_info_block, ranked_value, robustbench_architecture
 from .semantics import per_example, step_curves, summarize
 from .view import OLD_SCHEMAS, RECORD_PREFIX, SCHEMA, AttackView, Metric, RecordError, RecordView, VariantView, scan_records
 
@@ -20,5 +22,6 @@ def load_record(path) -> dict:
     return RecordView.read(path).raw
 
 
-__all__ = ["SCHEMA", "OLD_SCHEMAS", "RECORD_PREFIX", "PACKAGES", "AttackView", "Metric", "RecordError", "RecordView", "VariantView",
-           "environment", "git_commit", "load_record", "per_example", "scan_records", "step_curves", "summarize"]
+__all__ = ["SCHEMA", "OLD_SCHEMAS", "RECORD_PREFIX", "PACKAGES", "AttackView", "Metric", "RecordError", "RecordView",
+           "VariantView", "defended_model_id", "environment", "git_commit", "load_record", "model_info_block",
+           "ranked_value", "robustbench_architecture", "per_example", "scan_records", "step_curves", "summarize"]

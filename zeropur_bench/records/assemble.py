@@ -1,7 +1,8 @@
 """Record assembly: the engine's finished batches + what it knows of the run → one v2 record.
 
 Layout (``docs/architecture.md``): ``schema``, ``config``, ``keys``, ``summary``, ``examples``, ``variants``,
-``bare_classifier``, ``estimator``, ``attack_notes``, ``provenance``, ``cost``, ``environment``, ``model_info``.
+``bare_classifier``, ``estimator``, ``attack_notes``, ``provenance``, ``cost``, ``environment``, ``model_info``
+(RobustBench's view of the record, :mod:`.model_info`).
 Semantics of the vectors: :mod:`zeropur_bench.records.semantics`.
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any, Callable
 from ..keys import code_version, digest
 from .batch import BatchResult, VariantBatch
 from .meta import environment
+from .model_info import model_info_block  # noqa: F401 (re-exported: the engine's name for it)
 from .semantics import per_example, step_curves, summarize
 from .view import SCHEMA
 
@@ -173,43 +175,6 @@ def _portable_model_info(info: dict | None) -> dict | None:
     from ..data import portable_path
 
     return {**info, "checkpoint": portable_path(info["checkpoint"])}
-
-
-def model_info_block(record: dict) -> dict:
-    """A RobustBench-style ``model_info`` entry. ``clean_acc`` is the DEFENDED model's clean accuracy (as
-    RobustBench means it); ``autoattack_acc`` only when AutoAttack itself (its own settings) ran adaptively
-    against the defense, else null, with a transfer AutoAttack number under ``external`` and a footnote.
-    ``number_forward_passes``: the classifier passes per prediction of the defended model, measured."""
-    c = record["config"]
-    primary = c["primary_variant"]
-    v = record["variants"][primary]
-    pct = lambda a: f"{100 * a:.2f}"  # noqa: E731
-    aa_keys = [a["key"] for a in c["attacks"] if a["key"].startswith("AutoAttack-")]
-    aa = v["summary"]["robust_acc"][aa_keys[0]] if aa_keys else None
-    adaptive = c["setting"] == "adaptive"
-    passes = v["defense"].get("forward_passes_per_prediction")
-    footnote = None
-    if aa is not None and not adaptive:
-        footnote = (f"{aa_keys[0]} crafted on the bare classifier (transfer setting), then purified; not an adaptive "
-                    "evaluation of the defended model.")
-    return {
-        "name": f"ZeroPur ({v['defense'].get('profile')}, {primary}, {v['defense'].get('blur')}) on {c['model']}"
-        if v["defense"]["name"] == "zeropur" else c["model"],
-        "link": None,
-        "authors": None,
-        "additional_data": False,
-        "number_forward_passes": round(passes) if passes is not None else None,
-        "dataset": c["dataset"],
-        "venue": None,
-        "architecture": c.get("arch", c["model"]),
-        "eps": c["eps_str"],
-        "clean_acc": pct(v["summary"]["defended_clean_acc"]),
-        "reported": None,
-        "autoattack_acc": pct(aa) if (aa is not None and adaptive) else None,
-        "external": pct(aa) if (aa is not None and not adaptive) else None,
-        "footnote": footnote,
-        "unreliable": False,
-    }
 
 
 def attack_notes(info: dict) -> dict:
