@@ -25,6 +25,10 @@ from ..keys import digest
 
 NA = "N/A"
 ZEROPUR_LINK = "https://arxiv.org/abs/2406.03143"
+# the paper of a registered defense, by its registry name (RobustBench's ``link``; "N/A" for the others)
+LINKS = {"zeropur": ZEROPUR_LINK}
+# how a defense is named in the ``name`` field, by its registry name (its variant's key otherwise)
+DISPLAY_NAMES = {"zeropur": "ZeroPur"}
 # What RobustBench's readers rank by, in their order of preference (robustbench.utils.ACC_FIELDS).
 RANKED_FIELDS = ("external", "autoattack_acc")
 # Resolved ZeroPur settings that do not change what the defended model computes (numerics and gradients aside).
@@ -73,7 +77,8 @@ def _defense_identity(defense: dict) -> dict:
     if not resolved:
         resolved = {k: defense.get(k) for k in ("name", "profile", "stages", "blur", "overrides")}
     out = {k: v for k, v in resolved.items() if k not in _IGNORED}
-    if defense.get("name") == "zeropur" and defense.get("stages") == "c" and defense.get("profile") in _SAME_C:
+    # C runs no fine stage: under 'calibrated' it is C under 'authors' (a defense with stages is ZeroPur-like)
+    if defense.get("stages") == "c" and defense.get("profile") in _SAME_C:
         out = {k: v for k, v in out.items() if k not in _FINE_ONLY}
     return out
 
@@ -91,12 +96,16 @@ def _defense_words(defense: dict) -> tuple[str, str]:
     if name == "blur":
         return f"Blur only ({defense.get('blur')})", "BlurOnly"
     stages, profile = defense.get("stages"), defense.get("profile")
+    if stages is None:  # a defense without stages (a plugin's purifier): its variant's name
+        key = str(defense.get("key") or name)
+        return key, _slug(key)
     same_c = stages == "c" and profile in _SAME_C
     rule = (defense.get("calibration") or {}).get("rule") if profile == "calibrated" else None
     words = ([] if same_c else [f"{profile} ({rule})" if rule else str(profile)]) + [f"blur {defense.get('blur')}"]
     words += [f"{k}={v}" for k, v in sorted((defense.get("overrides") or {}).items())]
-    label = "ZeroPur-C" if stages == "c" else "ZeroPur-C-F"
-    prefix = "ZeroPur_C" if stages == "c" else "ZeroPur_CF"
+    shown = DISPLAY_NAMES.get(name, name)
+    label = f"{shown}-C" if stages == "c" else f"{shown}-C-F"
+    prefix = f"{shown}_C" if stages == "c" else f"{shown}_CF"
     return f"{label} ({', '.join(words)})", prefix if same_c else f"{prefix}_{profile}"
 
 
@@ -149,7 +158,7 @@ def model_info_block(record: dict, variant: str | None = None) -> dict[str, Any]
     ranked = c["setting"] == "adaptive" and c.get("split", "test") == "test"
     defense_name = _defense_words(d)[0]
     info: dict[str, Any] = {
-        "link": ZEROPUR_LINK if d.get("name", "zeropur") == "zeropur" else NA,
+        "link": LINKS.get(d.get("name") or "zeropur", NA),
         "name": f"{defense_name} on {_classifier(record)}",
         "authors": NA,
         "additional_data": False,
