@@ -152,3 +152,27 @@ def test_no_attack_assigns_to_the_defense(resnet20, cifar10_test) -> None:
         assert x_adv.shape == x.shape and (x_adv - x).abs().max() <= 8 / 255 + 1e-6, name
     with pytest.raises(AssertionError, match="assigned defense.grad_mode"):
         d.grad_mode = "full"
+
+
+def test_run_options_load_nothing(monkeypatch) -> None:
+    """Building a run's configurations touches no model: a calibrated variant of a classifier with no shipped
+    calibration is fitted by the engine when it builds the defense, never while options are parsed."""
+    import importlib
+
+    from zeropur_bench.cli.options import RunOptions, build_configs
+
+    classifiers = importlib.import_module("zeropur_bench.classifiers")
+    calibrate = importlib.import_module("zeropur_bench.defense.calibrate")  # the module (its function shadows it)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("loaded while building run options")
+
+    monkeypatch.setattr(classifiers, "load_classifier", refuse)
+    monkeypatch.setattr(calibrate, "calibrate", refuse)
+    ckpt = str(Path(__file__).resolve().parents[2] / "shared" / "weights" / "cifar10" / "resnet20.th")
+    (config,) = build_configs(RunOptions(model="resnet20", checkpoint=ckpt, defenses=("zeropur", "blur", "none"),
+                                         profiles=("calibrated", "authors"), attacks=("pgd",)))
+    # C is made once, as the authors' (the calibration changes only the fine stage)
+    assert [d.key for d in config.defenses] == ["none", "blur", "zeropur-cf-calibrated", "zeropur-c-authors",
+                                                "zeropur-cf-authors"]
+    assert config.defenses[2].options["profile"] == "calibrated" and "calibration" not in config.defenses[2].options
