@@ -95,3 +95,29 @@ def test_github_autoattack_api_over_pyautoattack(standard_resnet20, data_dir):
     assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6
     x_adv2, y_adv = aa.run_standard_evaluation(x, y, bs=N, return_labels=True)
     assert y_adv.shape == y.shape and torch.equal(x_adv, x_adv2)
+
+
+def test_offline_data_only_where_it_is_robustbenchs_images(data_dir, monkeypatch):
+    """prepare.py's CIFAR-10 test split holds the original order for its first 1000 rows only: the npz serves
+    n ≤ 1000 and the whole set; any other n goes to robustbench's own loader (torchvision), never to a different
+    subset under RobustBench's name."""
+    import torchvision.datasets
+    from robustbench.model_zoo.enums import BenchmarkDataset
+
+    from zeropur_bench.robustbench import robustbench_adapted
+
+    class Upstream(Exception):
+        pass
+
+    def torchvision_cifar(*a, **k):
+        raise Upstream()
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", torchvision_cifar)
+    with robustbench_adapted() as rb_eval:
+        load = rb_eval.load_clean_dataset
+        x, y = load(BenchmarkDataset("cifar10"), 1000, data_dir, None)
+        assert x.shape == (1000, 3, 32, 32) and torch.equal(y, load_data("cifar10", "test", n=1000,
+                                                                         data_dir=data_dir)[1])
+        assert load(BenchmarkDataset("cifar10"), 10000, data_dir, None)[0].shape[0] == 10000
+        with pytest.raises(Upstream):
+            load(BenchmarkDataset("cifar10"), 1001, data_dir, None)

@@ -9,9 +9,10 @@ copied; the adaptations apply only during the call):
   pyautoattack; the ``autoattack`` import name itself is aliased by :mod:`zeropur_bench._compat`.
 * **CIFAR data offline**: robustbench loads CIFAR through torchvision, which md5-checks the original archive files
   and downloads them when absent; the shared data holds the same images decoded (``prepare.py``:
-  ``<data_dir>/cifar10_test.npz``). Where that file is in ``data_dir``, the first ``n_examples`` test images come
-  from it (:func:`zeropur_bench.data.load_data`, the original test order); otherwise robustbench's own loader runs.
-  ImageNet and the corruption datasets always use robustbench's own loaders.
+  ``<data_dir>/cifar10_test.npz``). Where that file is in ``data_dir`` and its first ``n_examples`` rows are
+  RobustBench's first ``n_examples`` test images (CIFAR-10: n ≤ 1000 or all 10,000; CIFAR-100: n ≤ 20 or all),
+  they come from it (:func:`zeropur_bench.data.load_data`); otherwise robustbench's own loader runs. ImageNet and
+  the corruption datasets always use robustbench's own loaders.
 * **The leaderboard template**: robustbench 1.1.1's wheel and sdist do not ship ``leaderboard/leaderboard.html.j2``,
   so its ``generate_leaderboard`` raises ``TemplateNotFound`` on any input. :func:`generate_leaderboard` runs it with
   a minimal template of the same fields (written here) used only where the package's own is missing.
@@ -34,7 +35,8 @@ from ._compat import import_robustbench
 
 __all__ = ["benchmark", "generate_leaderboard", "GitHubAutoAttack", "robustbench_adapted"]
 
-_NPZ_DATASETS = ("cifar10", "cifar100")
+_TEST_SIZE = 10000
+_ORIGINAL_ORDER = {"cifar10": 1000, "cifar100": 20}  # rows of prepare.py's test split in the original order
 
 
 class GitHubAutoAttack:
@@ -77,15 +79,25 @@ class GitHubAutoAttack:
         return (x_adv, y_adv) if return_labels else x_adv
 
 
+def _robustbench_images(name: str, n: Optional[int]) -> bool:
+    """Whether the first ``n`` rows of prepare.py's test split are RobustBench's first ``n`` test images: its first
+    1000 (CIFAR-10) / 20 (CIFAR-100) rows are in the original order, the rest in a fixed random order
+    (../shared/data/README.md), so only those prefixes, or the whole split, are the same images."""
+    return n is None or n >= _TEST_SIZE or n <= _ORIGINAL_ORDER[name]
+
+
 def _load_clean_dataset(upstream: Callable[..., Any]) -> Callable[..., Any]:
     """robustbench's ``load_clean_dataset(dataset, n_examples, data_dir, prepr)``, reading the decoded CIFAR test
-    split from ``<data_dir>/<dataset>_test.npz`` where it exists."""
+    split from ``<data_dir>/<dataset>_test.npz`` where it exists and holds RobustBench's images; otherwise
+    robustbench's own loader (torchvision: the original archives in ``data_dir``, downloaded when absent)."""
     def load(dataset: Any, n_examples: Optional[int], data_dir: str, prepr: Any) -> tuple[torch.Tensor, torch.Tensor]:
         name = getattr(dataset, "value", dataset)
-        if name in _NPZ_DATASETS and (Path(data_dir) / f"{name}_test.npz").is_file():
+        if name in _ORIGINAL_ORDER and (Path(data_dir) / f"{name}_test.npz").is_file() \
+                and _robustbench_images(name, n_examples):
             from .data import load_data
 
-            return load_data(name, "test", n=n_examples, data_dir=data_dir)
+            n = None if n_examples is None or n_examples >= _TEST_SIZE else n_examples
+            return load_data(name, "test", n=n, data_dir=data_dir)
         return upstream(dataset, n_examples, data_dir, prepr)
 
     return load
