@@ -108,7 +108,7 @@ def test_every_record_variant_exports_once(export):
         for rv, vv in rest:  # the tables' own notion of "the same classifier and defense" agrees
             assert same_model(r0, rv) and (rv.dataset, rv.threat, rv.eps, rv.split) == (r0.dataset, r0.threat,
                                                                                         r0.eps, r0.split)
-            assert same_defense(v0, vv) if v0.is_zeropur else (vv.name, vv.blur) == (v0.name, v0.blur), p.name
+            assert same_defense(v0, vv) if v0.stages is not None else (vv.name, vv.blur) == (v0.name, v0.blur), p.name
 
 
 def test_no_entry_ranks_above_the_worst_case_its_records_measured(export):

@@ -48,8 +48,8 @@ _POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d
 
 def suggest_layers(model: nn.Module) -> list[str]:
     """Stage names to paste when detection fails: in the ``nn.Sequential`` holding most of the convolutions,
-    its children that are blocks (containers), else the module before each pooling layer (a flat VGG-style
-    stack), else its last child."""
+    its children that are blocks with convolutions, else the module before each pooling layer (a flat VGG-style
+    stack); [] when neither is there."""
     best, best_convs = None, 0
     for name, mod in model.named_modules():
         if isinstance(mod, nn.Sequential):
@@ -65,16 +65,16 @@ def suggest_layers(model: nn.Module) -> list[str]:
               and any(isinstance(t, nn.Conv2d) for t in m.modules())]
     if len(blocks) >= 2:
         return blocks
-    before_pool = [f"{prefix}{children[i - 1][0]}" for i, (_, m) in enumerate(children) if i and isinstance(m, _POOLS)]
-    return before_pool or [f"{prefix}{children[-1][0]}"]
+    return [f"{prefix}{children[i - 1][0]}" for i, (_, m) in enumerate(children) if i and isinstance(m, _POOLS)]
 
 
 def _paste(model: nn.Module) -> str:
     names = suggest_layers(model)
-    if not names:
-        return f"Candidate modules: {', '.join(_candidates(model)) or '(none)'}"
+    candidates = f"Candidate modules: {', '.join(_candidates(model)) or '(none)'}"
+    if len(names) < 2:
+        return candidates
     return (f"For this model, e.g. layers={names!r} (Python), or on the command line --zp "
-            f"\"layers={'|'.join(names)}\"")
+            f"\"layers={'|'.join(names)}\". {candidates}")
 
 
 def _linear_names(model: nn.Module) -> list[str]:
