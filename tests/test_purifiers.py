@@ -315,3 +315,28 @@ def test_records_and_list_show_every_purifier(data_dir: str) -> None:
         row = next(line for line in listing.output.splitlines() if line.startswith(f"| {name} "))
         for k, v in PAPER[name].items():
             assert f"{k}={fmt_value(v)}" in row.replace(" ", ""), (name, k, row)
+
+
+def test_adaptive_attacks_get_the_gradients_each_offers(data_dir: str) -> None:
+    """Attacked adaptively by name: PGD through each purifier's default access runs on all seven; BPDA+EOT is
+    refused (one line) where there is no BPDA, PGD+EOT where there is no full gradient."""
+    from zeropur_bench.config import AttackSpec, DefenseSpec, EvalConfig
+    from zeropur_bench.errors import UserError
+    from zeropur_bench.evaluate import evaluate
+
+    small = {"tvm": {"iters": 30}, "mixup-inference": {"pool_size": 500, "samples": 4}}
+
+    def config(names, attack: AttackSpec) -> EvalConfig:
+        return EvalConfig(model="resnet20-cifar10-standard", n_ex=4, batch_size=4, setting="adaptive",
+                          attacks=[attack], defenses=[DefenseSpec(n, options=small.get(n, {})) for n in names])
+
+    rec = evaluate(config(NAMES, AttackSpec("pgd", {"steps": 2})), data_dir=data_dir, write=False)
+    assert len(rec["variants"]) == 7
+    for v in rec["variants"].values():
+        s = v["summary"]
+        assert s["robust_acc"]["pgd[steps=2]"] <= s["defended_clean_acc"] and s["n"] == 4
+    for name in ("random-resize-pad", "mixup-inference"):
+        with pytest.raises(UserError, match="needs BPDA access"):
+            evaluate(config([name], AttackSpec("bpda-eot", {"steps": 1})), data_dir=data_dir, write=False)
+    with pytest.raises(UserError, match="needs the full gradient"):
+        evaluate(config(["bit-depth"], AttackSpec("pgd-eot", {"steps": 1})), data_dir=data_dir, write=False)

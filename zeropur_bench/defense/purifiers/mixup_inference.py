@@ -43,10 +43,14 @@ class TrainingPool:
         return cls.from_images(x, y, {"dataset": dataset, "split": "train", "n": len(x), "sha256": info.sha256})
 
     @classmethod
-    def from_images(cls, x: torch.Tensor, y: torch.Tensor, spec: dict[str, Any]) -> "TrainingPool":
-        """A pool of [0, 1] images ``x`` with labels ``y`` (kept as uint8, sorted by class)."""
+    def from_images(cls, x: torch.Tensor, y: torch.Tensor, spec: dict[str, Any] | None = None) -> "TrainingPool":
+        """A pool of [0, 1] training images ``x`` with labels ``y`` (kept as uint8, sorted by class); its spec
+        always names the slice (n, sha256)."""
+        from ...data import slice_sha256
+
         order = torch.argsort(y, stable=True)
-        return cls(torch.round(x[order] * 255).to(torch.uint8), y[order].to(torch.int64), dict(spec))
+        return cls(torch.round(x[order] * 255).to(torch.uint8), y[order].to(torch.int64),
+                   {"n": len(x), "sha256": slice_sha256(x, y), **(spec or {})})
 
 
 class MixupInference(Purifier):
