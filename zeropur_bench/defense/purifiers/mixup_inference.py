@@ -3,8 +3,8 @@ ICLR), MI-OL: predict ŷ = argmax F(x); then N = 30 times draw a class y_s ≠ �
 that class, and classify λx + (1 − λ)x_s with λ = 0.5; the prediction is the average of the N softmax outputs (the
 authors' ``attack_resnet_mixuptest_OL.py``). MI-PL (``variant=pl``) draws x_s of class ŷ instead.
 
-The partners are clean TRAINING images only (the first ``pool_size`` rows of the training split, a fixed class-
-balanced sample): the authors' script builds its pool of 10,000 from the test split, which mixes test images into
+The partners are clean TRAINING images only (the first ``pool_size`` rows of the training split, a fixed sample
+of every class): the authors' script builds its pool of 10,000 from the test split, which mixes test images into
 the prediction of test images."""
 from __future__ import annotations
 
@@ -48,9 +48,11 @@ class TrainingPool:
         always names the slice (n, sha256)."""
         from ...data import slice_sha256
 
+        spec = dict(spec or {})
+        if "sha256" not in spec:
+            spec["sha256"] = slice_sha256(x, y)
         order = torch.argsort(y, stable=True)
-        return cls(torch.round(x[order] * 255).to(torch.uint8), y[order].to(torch.int64),
-                   {"n": len(x), "sha256": slice_sha256(x, y), **(spec or {})})
+        return cls(torch.round(x[order] * 255).to(torch.uint8), y[order].to(torch.int64), {"n": len(x), **spec})
 
 
 class MixupInference(Purifier):
@@ -89,7 +91,7 @@ class MixupInference(Purifier):
         with torch.no_grad():
             pred = self.classifier(x.detach()).argmax(1)
         k = len(self.pool_count)
-        if pred.max() >= k:
+        if len(pred) and pred.max() >= k:
             raise UserError(f"mixup-inference: the classifier predicts class {int(pred.max())} but the training pool "
                             f"has {k} classes")
         u = self.example_uniform(indices, (self.samples, 2), x.device, n=len(x)).to(torch.float64)
