@@ -172,7 +172,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         from .data import check_dataset
-        from .estimators import ESTIMATORS
+        from .estimators import ESTIMATORS, WORST_OF_N_MIN
 
         self.attacks = [a if isinstance(a, AttackSpec) else AttackSpec(**a) for a in self.attacks]
         self.defenses = [d if isinstance(d, DefenseSpec) else DefenseSpec(**d) for d in self.defenses]
@@ -202,7 +202,11 @@ class EvalConfig:
         _positive_int(self.estimator_n, "estimator_n (--estimator-n)")
         if self.estimator == "one-shot" and self.estimator_n != 1:
             raise UserError(f"the one-shot estimator makes one call; --estimator-n {self.estimator_n} needs "
-                            "--estimator logit-avg or majority")
+                            "--estimator logit-avg, majority or worst-of-n")
+        if self.estimator == "worst-of-n" and self.estimator_n < WORST_OF_N_MIN:
+            raise UserError(f"the worst-of-n estimator judges an example right only if all N resubmissions are; "
+                            f"give --estimator-n {WORST_OF_N_MIN} or more (DiffHammer; AutoAttack PR #105), got "
+                            f"{self.estimator_n}")
         check_device(self.device)
         if not self.attacks:
             raise UserError("give at least one attack")

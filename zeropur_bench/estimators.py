@@ -4,6 +4,9 @@
 - ``logit-avg``: argmax of the logits averaged over ``n`` calls (Hill et al.'s verification: 150 purifications).
 - ``majority``: the most frequent argmax over ``n`` calls (Lee & Kim's decision); ties go to the lowest class
   index.
+- ``worst-of-n``: right only if every one of the ``n`` calls is right (DiffHammer, Wang et al. 2024; AutoAttack
+  PR #105): the label is the calls' common argmax where all ``n`` agree, else :data:`NO_CONSENSUS` (-1, never a
+  class). A randomized defense must survive every resubmission, not most; runs ask ``n >= WORST_OF_N_MIN``.
 
 For a deterministic model every call gives the same logits, so ``n`` collapses to 1: :func:`predict` probes the
 model first (two calls on a few images; bit-identical outputs => deterministic) and says so in its info. The
@@ -20,8 +23,10 @@ import torch.nn as nn
 
 from .errors import UserError
 
-ESTIMATORS = ("one-shot", "logit-avg", "majority")
-Estimator = Literal["one-shot", "logit-avg", "majority"]
+ESTIMATORS = ("one-shot", "logit-avg", "majority", "worst-of-n")
+Estimator = Literal["one-shot", "logit-avg", "majority", "worst-of-n"]
+NO_CONSENSUS = -1  # worst-of-n's label where the calls disagree: equal to no class, so never counted right
+WORST_OF_N_MIN = 10  # the resubmissions a run's worst-of-n judge makes at least (DiffHammer; AutoAttack PR #105)
 Model = nn.Module | Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -112,11 +117,11 @@ def predict(model: Model, x: torch.Tensor, estimator: Estimator = "one-shot", n:
             return_info: bool = False) -> torch.Tensor | tuple[torch.Tensor, dict]:
     """Predicted labels of ``model`` (a defense or a bare classifier, called in its current mode) on ``x``.
 
-    ``n`` is the number of calls for logit-avg / majority (ignored by one-shot). With ``probe`` a deterministic
-    model is detected and ``n`` collapses to 1. ``indices`` (dataset indices) seed a model that takes them (ZeroPur's
-    random start): call k uses ``indices + (stream + k) * STREAM``, so call 0 is the canonical one and the n calls
-    draw fresh randomness. Labels come back on ``x``'s device; with ``return_info`` also
-    ``{"estimator", "n_requested", "n", "deterministic"}``.
+    ``n`` is the number of calls for logit-avg / majority / worst-of-n (ignored by one-shot). With ``probe`` a
+    deterministic model is detected and ``n`` collapses to 1. ``indices`` (dataset indices) seed a model that takes
+    them (ZeroPur's random start): call k uses ``indices + (stream + k) * STREAM``, so call 0 is the canonical one and
+    the n calls draw fresh randomness. Labels come back on ``x``'s device (worst-of-n: :data:`NO_CONSENSUS` where
+    the calls disagree); with ``return_info`` also ``{"estimator", "n_requested", "n", "deterministic"}``.
     """
     if estimator not in ESTIMATORS:
         raise UserError(f"unknown estimator {estimator!r}; known: {', '.join(ESTIMATORS)}")
@@ -140,7 +145,10 @@ def predict(model: Model, x: torch.Tensor, estimator: Estimator = "one-shot", n:
         return (labels, info) if return_info else labels
     logit_sum, votes = repeated_calls(model, x, n, batch_size, indices, stream)
     # argmax returns the first maximum: majority ties go to the lowest class index.
-    labels = (votes if estimator == "majority" else logit_sum).argmax(1).to(out_device)
+    labels = (votes if estimator in ("majority", "worst-of-n") else logit_sum).argmax(1)
+    if estimator == "worst-of-n":  # unanimous, else no class: right iff all n calls are right
+        labels = torch.where(votes.max(1).values == n, labels, torch.full_like(labels, NO_CONSENSUS))
+    labels = labels.to(out_device)
     return (labels, info) if return_info else labels
 
 
@@ -157,6 +165,9 @@ def aggregate(logits_calls: torch.Tensor, estimator: Estimator) -> torch.Tensor:
         return logits_calls[0].argmax(1)
     if estimator == "logit-avg":
         return logits_calls.mean(0).argmax(1)
+    if estimator == "worst-of-n":
+        calls = logits_calls.argmax(2)
+        return torch.where((calls == calls[:1]).all(0), calls[0], torch.full_like(calls[0], NO_CONSENSUS))
     votes = torch.nn.functional.one_hot(logits_calls.argmax(2), logits_calls.shape[2]).sum(0)
     return votes.argmax(1)
 

@@ -94,8 +94,9 @@ OPTIONS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "data_seed": (("--data-seed",), dict(
         type=int, default=None, help="Take a seeded random subset instead of the first n.")),
     "estimator": (("--estimator",), dict(
-        type=click.Choice(["one-shot", "logit-avg", "majority"]), default="one-shot", show_default=True,
-        help="How a stochastic defense is judged (collapses to one call if deterministic).")),
+        type=click.Choice(["one-shot", "logit-avg", "majority", "worst-of-n"]), default="one-shot", show_default=True,
+        help="How a stochastic defense is judged, clean and attacked alike (collapses to one call if "
+             "deterministic); worst-of-n: right only if all --estimator-n (>= 10) calls are right.")),
     "estimator_n": (("--estimator-n",), dict(type=int, default=1, show_default=True)),
     "recipe": (("--recipe",), dict(
         default=None, help="How your classifier was trained (vanilla/standard/strong/...), for tables; shipped and "

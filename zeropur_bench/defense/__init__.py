@@ -1,5 +1,6 @@
-"""The built-in defenses (ZeroPur, the blur alone, none) as purifiers, registered by name (:mod:`.factory`); blur
-operators, layer hooks, ZeroPur's calibration. ``registered(name)`` is the registry's entry, built-ins included."""
+"""The built-in defenses (ZeroPur, the blur alone, none) as purifiers, registered by name (:mod:`.factory`); the
+training-free purifiers of the literature (:mod:`.purifiers`: bit depth, median, JPEG, TVM, random resize-and-pad,
+Mixup Inference, anti-adversary); blur operators, layer hooks, ZeroPur's calibration. ``registered(name)`` is the registry's entry, built-ins included."""
 from .blur import BLURS, make_blur
 from .blur_only import BlurOnly, NoDefense
 from .calibrate import calibrate, feature_scale
@@ -7,6 +8,7 @@ from .calibration import Calibration, load_calibration
 from .layers import FeatureTap, LayerSpec, detect_layers
 from .zeropur import GRAD_MODES, PROFILES, CoarseCache, ZeroPur, load_defended_model
 from . import factory  # noqa: F401,E402  (registers the built-in defenses)
+from . import purifiers  # noqa: F401,E402  (registers the training-free purifiers of issue 34)
 from ..defenses import DEFENSES, DefenseEntry, get_defense, load_plugin as _load_plugin_file
 
 
