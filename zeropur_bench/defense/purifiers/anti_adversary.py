@@ -4,9 +4,10 @@ confident in its own prediction ŷ = argmax f(x): γ ← γ − α·sign ∇_γ 
 K = 2 and α = 0.15 on [0, 1] pixels are the authors' CIFAR-10 settings (their README's command for CIFAR-10, with
 no normalisation in front of the wrapper).
 
-The authors' wrapper feeds x + γ unclipped; here ``clip`` (default true) keeps x + γ in [0, 1] after every step
-(projected sign descent), so the purifier returns an image like every other one (the contract's output, and the
-classifier's domain); ``clip=false`` is their layer exactly.
+The authors' wrapper feeds x + γ unclipped, and so does the default here (the name ``anti-adversary`` carries
+their settings only): its output may leave [0, 1] by up to K·α. ``clip=true`` keeps x + γ in [0, 1] after every
+step (projected sign descent), an image like every other purifier's; its variant is named
+``anti-adversary[clip=true]``.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ...purifier import Purifier
 
 @register_defense("anti-adversary")
 class AntiAdversary(Purifier):
-    """The anti-adversary layer (Alfarra et al. 2022; K 2, α 0.15, clipped to [0, 1]).
+    """The anti-adversary layer (Alfarra et al. 2022; K 2, α 0.15, unclipped as theirs; clip=true keeps [0, 1]).
 
     Deterministic. γ is piecewise constant in x (signs of gradients, the argmax ŷ), so the gradient of
     f(x + γ(x)) is f's gradient at x + γ wherever the clip does not hold a pixel at 0 or 1: the full gradient takes
@@ -29,7 +30,7 @@ class AntiAdversary(Purifier):
 
     option_specs = {"k": Param("int", low=0), "alpha": Param("number", low=0), "clip": Param("bool")}
 
-    def __init__(self, classifier: nn.Module, k: int = 2, alpha: float = 0.15, clip: bool = True) -> None:
+    def __init__(self, classifier: nn.Module, k: int = 2, alpha: float = 0.15, clip: bool = False) -> None:
         super().__init__(classifier)
         self.k, self.alpha, self.clip = int(k), float(alpha), bool(clip)
 
