@@ -35,9 +35,6 @@ class _Access(nn.Module):
     def classifier(self) -> nn.Module:
         return self.defended.classifier
 
-    def purify(self, x: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
-        return self.defended.purify_at(x, indices)
-
     def train(self, mode: bool = True) -> "_Access":
         return self  # the purifier inside stays in eval mode
 

@@ -198,10 +198,6 @@ class Purifier(nn.Module):
         settings = getattr(self, "_settings", {})
         return {"method": self.name, **{k: _jsonable(v) for k, v in settings.items()}}
 
-    def settings(self) -> dict[str, Any]:
-        """The constructor's arguments as this purifier was built (defaults applied)."""
-        return dict(getattr(self, "_settings", {}))
-
     # -- engine helpers ---------------------------------------------------------------------------------------------
     def example_uniform(self, indices: torch.Tensor | None, shape: Sequence[int], device: torch.device,
                         n: int | None = None) -> torch.Tensor:

@@ -22,13 +22,13 @@ import re
 from typing import Any
 
 from ..keys import digest
+from .view import DISPLAY_NAMES
 
 NA = "N/A"
 ZEROPUR_LINK = "https://arxiv.org/abs/2406.03143"
 # the paper of a registered defense, by its registry name (RobustBench's ``link``; "N/A" for the others)
 LINKS = {"zeropur": ZEROPUR_LINK}
-# how a defense is named in the ``name`` field, by its registry name (its variant's key otherwise)
-DISPLAY_NAMES = {"zeropur": "ZeroPur"}
+
 # What RobustBench's readers rank by, in their order of preference (robustbench.utils.ACC_FIELDS).
 RANKED_FIELDS = ("external", "autoattack_acc")
 # Resolved ZeroPur settings that do not change what the defended model computes (numerics and gradients aside).

@@ -33,6 +33,8 @@ RECORD_PREFIX = "zeropur-bench/record/"  # a schema under it that is neither SCH
 _VARIANT_ORDER = {"none": 0, "blur": 1}
 _STAGE_ORDER = {"c": 0, "cf": 1}
 _PROFILE_ORDER = {"authors": 0, "calibrated": 1, "paper": 2}
+# how tables, figures and model_info name a registered defense (its registry name otherwise)
+DISPLAY_NAMES = {"zeropur": "ZeroPur"}
 
 
 class RecordError(UserError):

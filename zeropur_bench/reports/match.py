@@ -13,12 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ..records import AttackView, Metric, RecordView, VariantView
+from ..records.view import DISPLAY_NAMES, AttackView, Metric, RecordView, VariantView
 from .paper import PaperRow, TableSpec, arch_key
 
 _EPS_TOL = 1e-6
-# how a row names a registered defense (its registry name otherwise)
-DISPLAY_NAMES = {"zeropur": "ZeroPur"}
 _ARCH_FALLBACK = {"resnet18": ("ResNet-18", 11.2), "preactresnet18": ("PreAct ResNet-18", 11.2),
                   "wrn2810": ("WideResNet-28-10", 36.5), "resnet50": ("ResNet-50", None)}
 # Resolved ZeroPur settings that do not change what the defended model computes (numerics and gradients aside).

@@ -22,6 +22,7 @@ from ...fsio import claim, file_kind, write_bytes_atomic
 from ...keys import canon, describe_diff
 from ...marks import figure_metadata, is_marked, mark_line
 from ...records import SCHEMA as RECORD_SCHEMA
+from ...records.view import DISPLAY_NAMES
 from ...records import RecordError, RecordView, VariantView
 
 FIG_SUFFIXES = (".png", ".svg", ".pdf")
@@ -279,16 +280,16 @@ def join(values: Iterable[Any], sep: str = ", ") -> str:
 
 
 # how a caption names a defense of the registry (its registry name otherwise)
-DISPLAY_NAMES = {"zeropur": "ZeroPur", "blur": "blur only", "none": "none (bare classifier)"}
+CAPTION_NAMES = {**DISPLAY_NAMES, "blur": "blur only", "none": "none (bare classifier)"}
 
 
 def _describe(name: Any, stages: Any, profile: Any, blur: Any, overrides: dict, skip: Sequence[str],
               key: str = "") -> str:
-    shown = DISPLAY_NAMES.get(str(name), str(name))
+    shown = CAPTION_NAMES.get(str(name), str(name))
     if stages is None:  # a defense without stages: the bare classifier, the blur alone, a plugin's purifier
         if name == "blur":
             return f"{shown} ({blur})"
-        return shown if name in DISPLAY_NAMES else (key or shown)
+        return shown if name in CAPTION_NAMES else (key or shown)
     over = {k: v for k, v in overrides.items() if k not in skip}
     extra = "".join(f", {k}={fmt_value(v)}" for k, v in sorted(over.items()))
     return f"{shown}-{stages} ({profile}, blur {blur}{extra})"
