@@ -28,6 +28,10 @@ from ..errors import friendly
               "avx512_bf16 or AMX, a bf16 GPU), else fp32. Not part of the recipe: a resumed run may change it, "
               "like the device; each epoch's log records it.")
 @click.option("--channels-last", is_flag=True, help="channels_last memory format (not part of the recipe).")
+@click.option("--adversarial", type=click.Choice(["none", "fgsm-rs", "pgd-7"]), default="none", show_default=True,
+              help="Adversarial training, L-inf 8/255: fgsm-rs (Wong et al. 2020, fast) or pgd-7 (Madry et al.).")
+@click.option("--schedule", type=click.Choice(["cosine", "cyclic"]), default="cosine", show_default=True,
+              help="Decay after the linear warm-up: cosine, or cyclic (linear to 0, warm-up 2/5 of the run).")
 @click.option("--device", default=None, help="cpu (default) or cuda / cuda:N (not part of the recipe).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--data-dir", default=None)

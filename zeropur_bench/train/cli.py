@@ -11,6 +11,8 @@ from ..archs import ARCHS
 from ..augment import AUGS
 from ..data import DATASETS
 from ..errors import UserError, one_line
+from .adversarial import ADVERSARIAL
+from .config import SCHEDULES
 from .loop import train
 
 
@@ -63,6 +65,10 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
                    "trained in all")
     p.add_argument("--shorten", action="store_true", help="end a run planned for more epochs at --epochs: the "
                    "cosine is re-planned from the next epoch (recorded in the recipe and the reproduce command)")
+    p.add_argument("--adversarial", choices=list(ADVERSARIAL), default="none", help="adversarial training: "
+                   "fgsm-rs (Wong et al. 2020) or pgd-7 (Madry et al. 2018), L-inf 8/255; default none")
+    p.add_argument("--schedule", choices=list(SCHEDULES), default="cosine", help="learning-rate decay after the "
+                   "linear warm-up: cosine (default) or cyclic (linear to 0; warm-up 2/5 of the run by default)")
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda / cuda:N; not part of the recipe: a run "
                    "may be resumed on another device")
     a = p.parse_args(argv)
@@ -71,5 +77,6 @@ def _main(argv: Sequence[str] | None, prog: str) -> int:
           seed=a.seed, data_dir=a.data_dir, num_threads=a.num_threads, resume=not a.no_resume,
           progress=not a.no_progress, n_train=a.n_train, eval_test=not a.no_eval, device=a.device,
           n_test=a.n_test, precision=a.precision, stop_at_epoch=a.stop_at_epoch, shorten=a.shorten,
+          adversarial=a.adversarial, schedule=a.schedule,
           command=shlex.join(["python", "-m", "zeropur_bench.train", *(sys.argv[1:] if argv is None else argv)]))
     return 0

@@ -16,11 +16,14 @@ from ..errors import UserError
 from ..fsio import write_bytes_atomic
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
-    """Linear warm-up from ``base_lr / warmup_steps`` to ``base_lr``, then cosine decay to 0 (per step)."""
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str = "cosine") -> float:
+    """Linear warm-up from ``base_lr / warmup_steps`` to ``base_lr``, then decay to 0 (per step): cosine, or
+    linear for ``schedule='cyclic'``."""
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
     t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "cyclic":
+        return base_lr * (1 - t)
     return base_lr * 0.5 * (1 + math.cos(math.pi * t))
 
 

@@ -17,6 +17,7 @@ from ..augment import check_aug
 from ..data import check_dataset
 from ..errors import UserError
 from ..parsing import check_seed
+from .adversarial import check_adversarial
 
 FORMAT = "zeropur-bench/classifier/v1"
 CHECKPOINT = "checkpoint.pt"
@@ -31,11 +32,19 @@ NORMALIZATION: dict[str, dict[str, list[float]]] = {
 # nor the precision (bf16 autocast) or memory format: like the device they are a per-call setting, chosen for the
 # machine at hand (bf16 is ~15x slower than fp32 on an AVX2-only CPU), and each epoch's log entry records them.
 RECIPE_KEYS = ("dataset", "arch", "aug", "epochs", "batch_size", "lr", "momentum", "weight_decay", "warmup_epochs",
-               "seed", "n_train")
+               "seed", "n_train", "adversarial", "schedule")
+# What a checkpoint written before a recipe key existed ran under (read where that key is missing).
+RECIPE_DEFAULTS = {"adversarial": "none", "schedule": "cosine"}
+# 'cosine': linear warm-up, then cosine decay to 0; 'cyclic': linear warm-up, then linear decay to 0 (the one-cycle
+# schedule of Wong et al. 2020, whose peak is at 2/5 of the run: the default warm-up of this schedule).
+SCHEDULES = ("cosine", "cyclic")
 
 
-def default_warmup(epochs: int) -> int:
-    """App. A.1's 10 warm-up epochs of 120, scaled to ``epochs`` (at least 1)."""
+def default_warmup(epochs: int, schedule: str = "cosine") -> int:
+    """App. A.1's 10 warm-up epochs of 120, scaled to ``epochs`` (at least 1); for the cyclic schedule, Wong et
+    al.'s 2/5 of the run."""
+    if schedule == "cyclic":
+        return max(1, epochs * 2 // 5)
     return max(1, round(epochs * 10 / 120))
 
 
@@ -88,6 +97,8 @@ class TrainConfig:
     stop_at_epoch: int | None = None
     shorten: bool = False
     precision: str | None = None
+    adversarial: str = "none"
+    schedule: str = "cosine"
 
     def use_bf16(self, dev: Any) -> bool:
         """Whether this call trains under bf16 autocast on torch device ``dev`` (``precision``, else ``bf16``)."""
@@ -97,7 +108,7 @@ class TrainConfig:
     @property
     def warmup(self) -> int:
         """The warm-up epochs this call asks for: ``warmup_epochs``, else :func:`default_warmup` of ``epochs``."""
-        return default_warmup(self.epochs) if self.warmup_epochs is None else int(self.warmup_epochs)
+        return default_warmup(self.epochs, self.schedule) if self.warmup_epochs is None else int(self.warmup_epochs)
 
     def check(self) -> None:
         """A :class:`UserError` for the first setting that cannot train (before anything is loaded or written)."""
@@ -106,6 +117,9 @@ class TrainConfig:
         if self.arch not in ARCHS:
             raise UserError(f"unknown architecture '{self.arch}'; built-in: {', '.join(ARCHS)}")
         check_aug(self.aug)
+        check_adversarial(self.adversarial)
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"--schedule must be one of {', '.join(SCHEDULES)}, got '{self.schedule}'")
         if epochs < 1:
             raise UserError(f"--epochs must be at least 1, got {epochs}")
         if self.batch_size < 1:
@@ -136,7 +150,7 @@ class TrainConfig:
                 "batch_size": int(self.batch_size), "lr": float(self.lr), "momentum": float(self.momentum),
                 "weight_decay": float(self.weight_decay), "warmup_epochs": self.warmup, "bf16": bool(self.bf16 if bf16 is None else bf16),
                 "channels_last": bool(self.channels_last), "seed": int(self.seed), "n_train": self.n_train,
-                "out": str(Path(self.out))}
+                "adversarial": self.adversarial, "schedule": self.schedule, "out": str(Path(self.out))}
 
 
 def cli_command(cfg: dict) -> str:
@@ -166,4 +180,7 @@ def _one_command(cfg: dict, epochs: int) -> str:
         args.append("--channels-last")
     if cfg["n_train"] is not None:
         args += ["--n-train", str(cfg["n_train"])]
+    for key in ("adversarial", "schedule"):
+        if cfg.get(key, RECIPE_DEFAULTS[key]) != RECIPE_DEFAULTS[key]:
+            args += [f"--{key}", cfg[key]]
     return shlex.join(args)

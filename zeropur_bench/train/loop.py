@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..augment import augment
+from .adversarial import N_WATCH, craft, watch_accuracy
 from .common import ProgressBar, epoch_generator, evaluate, locked, lr_at, resolve_device
 from .config import TrainConfig
 from .final import finish
@@ -129,11 +130,13 @@ def sgd_step(r: Run, idx: torch.Tensor, g: torch.Generator, step: int
     c, opt = r.config, r.opt
     xb = augment(r.x_tr[idx].float() / 255, c.aug, g)
     yb = r.y_tr[idx]
+    for group in opt.param_groups:
+        group["lr"] = lr_at(step, r.total_steps, r.warmup_steps, c.lr, c.schedule)
+    if r.attacked is not None:
+        xb = craft(r.attacked, c.adversarial, xb, yb, r.bf16)
     xb = (xb - r.mean) / r.std
     if c.channels_last:
         xb = xb.contiguous(memory_format=torch.channels_last)
-    for group in opt.param_groups:
-        group["lr"] = lr_at(step, r.total_steps, r.warmup_steps, c.lr)
     with torch.autocast(r.dev.type, dtype=torch.bfloat16, enabled=r.bf16):
         logits = r.net(xb)
     loss = F.cross_entropy(logits.float(), yb)
@@ -160,6 +163,12 @@ def end_epoch(r: Run, epoch: int, sums: tuple[float, int, int], t0: float, c0: f
         ok = evaluate(r.net, r.x_te, r.y_te, r.mean, r.std, r.bf16, c.channels_last)
         entry["test_acc"] = int(ok.sum()) / len(ok)
         entry["eval_seconds"] = round(time.time() - t1, 2)
+    if r.attacked is not None:  # catastrophic overfitting shows here first (Wong et al. 2020)
+        t1 = time.time()
+        n = min(N_WATCH, len(r.x_tr))
+        entry["train_pgd10_acc"] = watch_accuracy(r.attacked, r.x_tr[:n].float() / 255, r.y_tr[:n], r.bf16,
+                                                  seed=c.seed)
+        entry["watch_seconds"] = round(time.time() - t1, 2)
     entry.update(r.dev_info)
     r.epoch_log.append(entry)
     if entry.get("test_acc", -1.0) > r.best_acc:
@@ -167,5 +176,7 @@ def end_epoch(r: Run, epoch: int, sums: tuple[float, int, int], t0: float, c0: f
         save_best(r, epoch + 1)  # before the checkpoint: a kill in between reruns this epoch and rewrites it
     save_checkpoint(r, epoch + 1)
     r.say(f"[{out.name}] epoch {epoch + 1}/{c.epochs} loss {entry['loss']:.4f} train_acc {entry['train_acc']:.4f}"
-          + (f" test_acc {entry['test_acc']:.4f}" if "test_acc" in entry else "") + f" ({train_s:.0f} s"
+          + (f" test_acc {entry['test_acc']:.4f}" if "test_acc" in entry else "")
+          + (f" train_pgd10_acc {entry['train_pgd10_acc']:.4f}" if "train_pgd10_acc" in entry else "")
+          + f" ({train_s:.0f} s"
           + ("" if r.on_cpu else f", {seen / train_s:.0f} img/s on {r.dev_info.get('device_name', r.dev)}") + ")")

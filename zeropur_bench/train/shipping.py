@@ -25,6 +25,8 @@ def replay_first_losses(meta: dict, steps: int, data_dir: str | os.PathLike | No
                 weight_decay=r["optimizer"]["weight_decay"], warmup_epochs=r["schedule"]["warmup_epochs"],
                 bf16=r["bf16_autocast"], channels_last=r["channels_last"], seed=r["seed"], data_dir=data_dir,
                 num_threads=num_threads, n_train=r["n_train"],
+                adversarial=r.get("adversarial", {}).get("name", "none"),
+                schedule="cyclic" if r["schedule"]["name"].startswith("cyclic") else "cosine",
                 max_steps=steps, progress=False, device=device)
     return res["step_losses"]
 

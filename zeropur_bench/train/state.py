@@ -16,8 +16,10 @@ from ..archs import build_arch
 from ..augment import aug_params
 from ..data import DATASETS, load_data
 from ..errors import UserError
+from .adversarial import Normalized, adversarial_params
 from .common import device_info, resolve_device, to_cpu, to_u8, write_atomic
-from .config import BEST, CHECKPOINT, FORMAT, MODEL, NORMALIZATION, RECIPE_KEYS, TrainConfig, cli_command
+from .config import (BEST, CHECKPOINT, FORMAT, MODEL, NORMALIZATION, RECIPE_DEFAULTS, RECIPE_KEYS, TrainConfig,
+                     cli_command)
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Run:
     y_te: torch.Tensor | None = None
     best_acc: float = -1.0
     bf16: bool = False  # this call's precision (TrainConfig.use_bf16), not the recipe's
+    attacked: nn.Module | None = None  # the net behind its normalisation, for adversarial training (else None)
 
     @property
     def precision(self) -> str:
@@ -63,6 +66,9 @@ class Run:
     def ckpt_path(self) -> Path:
         return self.out / CHECKPOINT
 
+
+SCHEDULE_NAMES = {"cosine": "cosine with linear warm-up, per step",
+                  "cyclic": "cyclic: linear warm-up, then linear decay to 0, per step (Wong et al. 2020)"}
 
 RUN_FILES = (CHECKPOINT, BEST, MODEL, "train_log.json")
 
@@ -148,7 +154,8 @@ def build(config: TrainConfig) -> Run:
     if c.channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-    return Run(config=c, dev=dev, dev_info=dev_info, say=say, out=out, recipe=recipe, command=command, x_tr=x_tr,
+    attacked = Normalized(net, mean, std, c.channels_last) if c.adversarial != "none" else None
+    return Run(attacked=attacked, config=c, dev=dev, dev_info=dev_info, say=say, out=out, recipe=recipe, command=command, x_tr=x_tr,
                y_tr=y_tr, tr_info=tr_info, norm=norm, mean=mean, std=std, steps_per_epoch=steps_per_epoch,
                total_steps=steps_per_epoch * c.epochs, net=net, opt=opt, bf16=bf16)
 
@@ -189,7 +196,7 @@ def adopt_recipe(run: Run, ck: dict[str, Any]) -> None:
         cfg["warmup_epochs"] = old_cfg["warmup_epochs"]
     replan = c.shorten and epochs != old_cfg["epochs"]  # rerunning the --shorten command just resumes
     keys = [k for k in RECIPE_KEYS if not (replan and k == "epochs")]
-    old = {k: old_cfg.get(k) for k in keys}
+    old = {k: old_cfg.get(k, RECIPE_DEFAULTS.get(k)) for k in keys}
     new = {k: cfg[k] for k in keys}
     if old != new:
         diff = ", ".join(f"{k}: {old[k]!r} → {new[k]!r}" for k in keys if old[k] != new[k])
@@ -253,11 +260,13 @@ def model_meta(run: Run, dev_info: dict[str, str] | None = None) -> dict[str, An
                    "optimizer": {"name": "SGD", "lr": cfg["lr"], "momentum": cfg["momentum"],
                                  "weight_decay": cfg["weight_decay"], "weight_decay_on": "all parameters",
                                  "nesterov": False},
-                   "schedule": {"name": "cosine with linear warm-up, per step", "warmup_epochs": cfg["warmup_epochs"],
+                   "schedule": {"name": SCHEDULE_NAMES[cfg.get("schedule", "cosine")],
+                                "warmup_epochs": cfg["warmup_epochs"],
                                 "steps_per_epoch": run.steps_per_epoch, "final_lr": 0.0,
                                 # a run ended early: from the step after at_epoch, the cosine of epochs_after
                                 "replanned": cfg.get("replanned", [])},
                    "epochs": cfg["epochs"], "batch_size": cfg["batch_size"], "loss": "cross_entropy",
+                   "adversarial": adversarial_params(cfg.get("adversarial", "none")),
                    # the first epoch's precision (the one its logged first losses ran under); every epoch's is in
                    # precision_by_epoch
                    "bf16_autocast": (precisions[0] == "bf16") if precisions else cfg["bf16"],
