@@ -63,13 +63,13 @@ def run_one(name: str, out: Path) -> None:
     info = {"dataset": dataset, "split": "train", "n": len(x), "source": "npz", "sha256": slice_sha256(x, y),
             "selection_slice": f"last {SELECTION_N} rows of randperm(50000, seed {DEFAULT_SEED}) (disjoint from the "
                                f"calibration slice: its first {DEFAULT_N})"}
-    defs = [DefenseSpec(stages="c", blur=blur),
-            DefenseSpec(stages="cf", blur=blur, label="zeropur-cf-authors"),
+    defs = [DefenseSpec(profile="authors", stages="c", blur=blur),
+            DefenseSpec(profile="authors", stages="cf", blur=blur, label="zeropur-cf-authors"),
             DefenseSpec(profile="calibrated", stages="cf", blur=blur, label="zeropur-cf-scale",
                         calibration=cals["scale"]),
             DefenseSpec(profile="calibrated", stages="cf", blur=blur, label="zeropur-cf-guard",
                         calibration=cals["clean-guard"]),
-            DefenseSpec(stages="cf", blur=blur, label="zeropur-cf-scalefree", overrides={"ila_norm": "feature"})]
+            DefenseSpec(profile="authors", stages="cf", blur=blur, label="zeropur-cf-scalefree", overrides={"ila_norm": "feature"})]
     cfg = EvalConfig(model=name, dataset=dataset, split="train", n_ex=len(x), batch_size=100,
                      attacks=[AttackSpec("pgd")], defenses=defs)
     ev = Evaluator(cfg, classifier=clf, data=(x, y), data_info=info)

@@ -27,7 +27,7 @@ def tiny_zeropur(resnet20):
     """ZeroPur, coarse shifting only, 2 steps: deterministic (no random start)."""
     from zeropur_bench.defense.zeropur import ZeroPur
 
-    return ZeroPur(resnet20, stages="c", coarse_steps=2)
+    return ZeroPur(resnet20, profile="authors", stages="c", coarse_steps=2)
 
 
 def _robust_acc(model, x, y) -> float:
@@ -121,7 +121,7 @@ def test_bpda_gradient_is_ce_gradient_at_purified_point(cifar10_test, resnet20, 
     from zeropur_bench.defense.zeropur import ZeroPur
 
     x, y = cifar10_test[0][:6], cifar10_test[1][:6]
-    for defense in (tiny_zeropur, ZeroPur(resnet20, stages="c", coarse_steps=2, random_start=True)):
+    for defense in (tiny_zeropur, ZeroPur(resnet20, profile="authors", stages="c", coarse_steps=2, random_start=True)):
         atk = make_attack("bpda-eot", defense)
         idx = torch.arange(6) + 1000
         grad, logits = atk.bpda_grad(x, y, reps=1, indices=idx)
@@ -134,7 +134,7 @@ def test_bpda_gradient_is_ce_gradient_at_purified_point(cifar10_test, resnet20, 
         (bare,) = torch.autograd.grad(F.cross_entropy(resnet20(xr), y, reduction="sum"), xr)
         assert not torch.allclose(grad, bare, atol=1e-6)
     # EOT: with two copies, the gradient is the mean of the per-copy gradients at each purified copy
-    stochastic = ZeroPur(resnet20, stages="c", coarse_steps=2, random_start=True)
+    stochastic = ZeroPur(resnet20, profile="authors", stages="c", coarse_steps=2, random_start=True)
     atk = make_attack("bpda-eot", stochastic)
     idx2 = torch.cat([torch.arange(6) + 2000, torch.arange(6) + 3000])
     grad2, _ = atk.bpda_grad(x, y, reps=2, indices=idx2)
@@ -150,7 +150,7 @@ def adaptive_setup(cifar10_test, resnet20):
     from zeropur_bench.defense.zeropur import ZeroPur
 
     x, y = cifar10_test[0][:32], cifar10_test[1][:32]
-    defense = ZeroPur(resnet20, stages="c", coarse_steps=3)
+    defense = ZeroPur(resnet20, profile="authors", stages="c", coarse_steps=3)
     x_tr = make_attack("pgd", resnet20)(x, y)
     transfer = _robust_acc(defense, x_tr, y)
     return x, y, defense, transfer
@@ -180,7 +180,7 @@ def test_stochastic_defense_uses_eot_and_verification(cifar10_test, resnet20) ->
     from zeropur_bench.defense.zeropur import ZeroPur
 
     x, y = cifar10_test[0][:8], cifar10_test[1][:8]
-    defense = ZeroPur(resnet20, stages="c", coarse_steps=2, random_start=True)
+    defense = ZeroPur(resnet20, profile="authors", stages="c", coarse_steps=2, random_start=True)
     atk = make_attack("bpda-eot", defense, steps=2, eot_reps=3, verify_reps=4)
     atk(x, y)
     info = atk.last_info
@@ -267,7 +267,7 @@ def test_options_fine_term_and_surrogate(cifar10_test, resnet20) -> None:
     from zeropur_bench.defense.zeropur import ZeroPur
 
     x, y = cifar10_test[0][:4], cifar10_test[1][:4]
-    defense = ZeroPur(resnet20, stages="cf", coarse_steps=1, fine_steps=1)
+    defense = ZeroPur(resnet20, profile="authors", stages="cf", coarse_steps=1, fine_steps=1)
     atk = make_attack("defense-aware", defense, steps=1, fine_term=True, lambdas=(1.0,))
     x_adv = atk(x, y)
     assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6 and set(atk.last_info["broken_per_lambda"]) == {"1.0"}

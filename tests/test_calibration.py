@@ -105,7 +105,7 @@ def test_calibrated_cf_beats_c_on_the_strong_model(cifar10_test):
     x, y = cifar10_test[0][:32], cifar10_test[1][:32]
     x_adv = _pgd20(clf, x, y)
     cache = CoarseCache()
-    c = ZeroPur(clf, stages="c", blur="gaussian:1.2", coarse_cache=cache)
+    c = ZeroPur(clf, profile="authors", stages="c", blur="gaussian:1.2", coarse_cache=cache)
     cal = ZeroPur(clf, profile="calibrated", stages="cf", blur="gaussian:1.2", coarse_cache=cache)
     authors = ZeroPur(clf, profile="authors", stages="cf", blur="gaussian:1.2", coarse_cache=cache)
     acc_c, acc_cal, acc_auth = _acc(c, x_adv, y), _acc(cal, x_adv, y), _acc(authors, x_adv, y)

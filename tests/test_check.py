@@ -103,7 +103,7 @@ def test_refuses_different_data_or_checkpoint():
 def small_baseline(tmp_path_factory, data_dir) -> Path:
     """A real baseline: shared ResNet-20, 100 images, transfer PGD-10, ZeroPur-C (authors, median:3)."""
     cfg = EvalConfig(model="resnet20", checkpoint=str(WEIGHTS / "resnet20.th"), n_ex=100, batch_size=100,
-                     attacks=[AttackSpec("pgd", {"steps": 10})], defenses=[DefenseSpec(stages="c")])
+                     attacks=[AttackSpec("pgd", {"steps": 10})], defenses=[DefenseSpec(profile="authors", stages="c")])
     rec = evaluate(cfg, data_dir=data_dir, write=False)
     path = tmp_path_factory.mktemp("baselines") / "small.json"
     path.write_text(json.dumps(make_baseline(rec)))

@@ -22,7 +22,7 @@ def test_every_attack_end_to_end_on_cuda(setting, dtype, data_dir):
     names = [n for n, c in ATTACKS.items() if setting == "adaptive" or not (c.needs_defense or c.adaptive_only)]
     cfg = EvalConfig(model="resnet20-cifar10-public", n_ex=4, batch_size=4, setting=setting, device="cuda",
                      dtype=dtype, attacks=[AttackSpec(n, SMALL[n]) for n in names],
-                     defenses=[DefenseSpec(stages="cf", overrides={"coarse_steps": 2, "fine_steps": 2})])
+                     defenses=[DefenseSpec(profile="authors", stages="cf", overrides={"coarse_steps": 2, "fine_steps": 2})])
     rec = evaluate(cfg, data_dir=data_dir, write=False)
     assert rec["cost"]["_run"]["device"] == "cuda" and rec["summary"]["n"] == 4
     for key in rec["summary"]["robust_acc"]:

@@ -104,8 +104,8 @@ def test_zeropur_random_start_is_stochastic(cifar10_test, resnet20) -> None:
     from zeropur_bench.defense.zeropur import ZeroPur
 
     x = cifar10_test[0][:4]
-    assert probe_deterministic(ZeroPur(resnet20, stages="c", coarse_steps=1), x, k=4)
-    stochastic = ZeroPur(resnet20, stages="c", coarse_steps=1, random_start=True)
+    assert probe_deterministic(ZeroPur(resnet20, profile="authors", stages="c", coarse_steps=1), x, k=4)
+    stochastic = ZeroPur(resnet20, profile="authors", stages="c", coarse_steps=1, random_start=True)
     assert not probe_deterministic(stochastic, x, k=4)
     _, info = predict(stochastic, x, "logit-avg", n=2, return_info=True)
     assert info["n"] == 2 and info["deterministic"] is False

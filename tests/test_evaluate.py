@@ -25,7 +25,7 @@ FAST = {"coarse_steps": 3, "fine_steps": 3}  # mechanics tests: the defense's st
 def _config(**kw) -> EvalConfig:
     base = dict(model="resnet20", checkpoint=str(WEIGHTS / "resnet20.th"), n_ex=40, batch_size=20,
                 attacks=[AttackSpec("pgd", {"steps": 5})],
-                defenses=[DefenseSpec(stages="c", overrides=FAST), DefenseSpec(stages="cf", overrides=FAST)])
+                defenses=[DefenseSpec(profile="authors", stages="c", overrides=FAST), DefenseSpec(profile="authors", stages="cf", overrides=FAST)])
     base.update(kw)
     return EvalConfig(**base)
 
@@ -96,7 +96,7 @@ def test_bare_classifier_broken_and_purification_helps(record):
 
 def test_transfer_pgd20_then_zeropur_full_strength(data_dir, tmp_path):
     """Issue 4: transfer PGD-20 then ZeroPur (authors profile, median 3×3) is clearly above the bare model."""
-    cfg = _config(n_ex=100, batch_size=100, attacks=[AttackSpec("pgd")], defenses=[DefenseSpec(stages="c")])
+    cfg = _config(n_ex=100, batch_size=100, attacks=[AttackSpec("pgd")], defenses=[DefenseSpec(profile="authors", stages="c")])
     rec = evaluate(cfg, out=tmp_path / "t.json", data_dir=data_dir)
     assert rec["config"]["attacks"][0]["key"] == "PGD-20"
     bare = rec["bare_classifier"]["robust_acc"]["PGD-20"]
@@ -119,7 +119,7 @@ def test_wrong_when_clean_is_never_robust(data_dir, monkeypatch, cifar10_test):
 
     x, y = cifar10_test[0][:12], cifar10_test[1][:12]
     _with_toy(monkeypatch, WrongWhenClean, x, y)
-    rec = evaluate(_config(n_ex=12, batch_size=6, defenses=[DefenseSpec(stages="c")]), data_dir=data_dir,
+    rec = evaluate(_config(n_ex=12, batch_size=6, defenses=[DefenseSpec(profile="authors", stages="c")]), data_dir=data_dir,
                    write=False)
     ex, s = rec["examples"], rec["summary"]
     assert ex["defended_clean_correct"] == [False] * 12
@@ -140,7 +140,7 @@ def test_final_only_judges_the_last_iterate(data_dir, monkeypatch, cifar10_test)
     _with_toy(monkeypatch, Oscillating, x, y)
     spec = AttackSpec("bpda-eot", {"steps": 8})
     rec = evaluate(_config(n_ex=16, batch_size=16, setting="adaptive", attacks=[spec],
-                           defenses=[DefenseSpec(stages="c")]), data_dir=data_dir, write=False)
+                           defenses=[DefenseSpec(profile="authors", stages="c")]), data_dir=data_dir, write=False)
     key = "bpda-eot[steps=8]"
     ex, s = rec["examples"], rec["summary"]
     toy = Oscillating(x, y)
@@ -168,7 +168,7 @@ def test_final_only_judges_the_last_iterate(data_dir, monkeypatch, cifar10_test)
 def test_adaptive_records_any_step_and_final(data_dir, tmp_path):
     cfg = _config(n_ex=20, batch_size=20, setting="adaptive",
                   attacks=[AttackSpec("bpda-eot", {"steps": 3, "eot_reps": 2, "verify_reps": 2})],
-                  defenses=[DefenseSpec(stages="c", overrides=FAST)])
+                  defenses=[DefenseSpec(profile="authors", stages="c", overrides=FAST)])
     rec = evaluate(cfg, out=tmp_path / "a.json", data_dir=data_dir)
     key = "bpda-eot[eot_reps=2,steps=3,verify_reps=2]"
     v = rec["variants"]["zeropur-c"]
@@ -200,7 +200,7 @@ def test_bad_configs_raise_user_error():
     with pytest.raises(UserError, match="estimator_n"):
         _config(estimator="logit-avg", estimator_n=0)
     with pytest.raises(UserError, match="--dtype"):
-        _config(defenses=[DefenseSpec(overrides={"dtype": "bf16"})])
+        _config(defenses=[DefenseSpec(profile="authors", overrides={"dtype": "bf16"})])
     with pytest.raises(UserError, match="eps must be in"):
         _config(eps=8.0)
     with pytest.raises(UserError, match="adaptive"):

@@ -112,7 +112,7 @@ def sanity_report(tmp_path_factory, data_dir):
 
     out = tmp_path_factory.mktemp("sanity") / "sanity.json"
     cfg = EvalConfig(model="resnet20-cifar10-public", n_ex=8, batch_size=8,
-                     defenses=[DefenseSpec(stages="c", overrides={"coarse_steps": 1})])
+                     defenses=[DefenseSpec(profile="authors", stages="c", overrides={"coarse_steps": 1})])
     run_sanity(cfg, data_dir=data_dir, eps_grid=(8 / 255, 32 / 255), attack=AttackSpec("bpda-eot", {"steps": 1}),
                square_queries=5, out=out)
     return out

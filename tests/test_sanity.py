@@ -21,7 +21,7 @@ EPS = (8 / 255, 16 / 255, 32 / 255, 64 / 255)
 @pytest.fixture(scope="module")
 def report(data_dir, tmp_path_factory):
     cfg = EvalConfig(model="resnet20", checkpoint=str(WEIGHTS / "resnet20.th"), n_ex=N, batch_size=N,
-                     defenses=[DefenseSpec(stages="c", overrides={"coarse_steps": 3})])
+                     defenses=[DefenseSpec(profile="authors", stages="c", overrides={"coarse_steps": 3})])
     out = tmp_path_factory.mktemp("sanity") / "sanity.json"
     return run_sanity(cfg, data_dir=data_dir, eps_grid=EPS, attack=AttackSpec("bpda-eot", {"steps": 3}),
                       square_queries=20, out=out)

@@ -73,7 +73,7 @@ def test_output_in_eps_ball_and_unit_box(transfer: dict) -> None:
 
 
 def test_objectives_move_in_the_right_direction(resnet20, transfer: dict) -> None:
-    zp = ZeroPur(resnet20)
+    zp = ZeroPur(resnet20, profile="authors")
     x_adv, coarse, fine = transfer["x_adv"][:32], transfer["adv"]["coarse"][:32], transfer["adv"]["purified"][:32]
     with torch.no_grad():
         d_adv, d_coarse = zp.coarse_objective(x_adv), zp.coarse_objective(coarse)
@@ -89,7 +89,7 @@ def test_objectives_move_in_the_right_direction(resnet20, transfer: dict) -> Non
 
 
 def test_coarse_objective_differentiable_through_blur(resnet20, transfer: dict) -> None:
-    zp = ZeroPur(resnet20, blur="gaussian:1.2")
+    zp = ZeroPur(resnet20, profile="authors", blur="gaussian:1.2")
     x = transfer["x_adv"][:4].clone().requires_grad_(True)
     (g_full,) = torch.autograd.grad(zp.coarse_objective(x).sum(), x)
     x2 = x.detach().clone().requires_grad_(True)
@@ -101,7 +101,7 @@ def test_coarse_objective_differentiable_through_blur(resnet20, transfer: dict) 
 
 
 def test_no_grad_and_inference_mode_give_identical_output(resnet20, transfer: dict) -> None:
-    zp = ZeroPur(resnet20, coarse_steps=3, fine_steps=3)
+    zp = ZeroPur(resnet20, profile="authors", coarse_steps=3, fine_steps=3)
     x = transfer["x_adv"][:8]
     ref = zp.purify(x)
     with torch.no_grad():
@@ -131,12 +131,12 @@ def test_zero_steps_return_input_bitwise(resnet20, transfer: dict) -> None:
         zp = ZeroPur(resnet20, profile=profile, coarse_steps=0, fine_steps=0)
         assert torch.equal(zp.purify(x), x)
     with torch.no_grad():
-        assert torch.equal(ZeroPur(resnet20, coarse_steps=0, fine_steps=0)(x), resnet20(x))
+        assert torch.equal(ZeroPur(resnet20, profile="authors", coarse_steps=0, fine_steps=0)(x), resnet20(x))
 
 
 def test_classifier_parameters_untouched_and_eval(resnet20, transfer: dict) -> None:
     flags = {n: p.requires_grad for n, p in resnet20.named_parameters()}
-    zp = ZeroPur(resnet20, coarse_steps=2, fine_steps=2)
+    zp = ZeroPur(resnet20, profile="authors", coarse_steps=2, fine_steps=2)
     zp.train()
     x = transfer["x_adv"][:4].clone().requires_grad_(True)
     zp.purify(x)
@@ -161,7 +161,7 @@ def user_resnet(resnet20) -> nn.Module:
 
 
 def test_purify_leaves_no_parameter_grads(user_resnet, transfer: dict) -> None:
-    zp = ZeroPur(user_resnet, coarse_steps=2, fine_steps=2)
+    zp = ZeroPur(user_resnet, profile="authors", coarse_steps=2, fine_steps=2)
     zp.purify(transfer["x_adv"][:4])
     zp.differentiable_purify(transfer["x_adv"][:2].clone().requires_grad_(True))
     assert all(p.grad is None for p in user_resnet.parameters())
@@ -182,7 +182,7 @@ def test_reproducible_under_seed(resnet20, transfer: dict) -> None:
 
 
 def test_bpda_gradient_is_straight_through(resnet20, transfer: dict) -> None:
-    zp = ZeroPur(resnet20, coarse_steps=2, fine_steps=2)
+    zp = ZeroPur(resnet20, profile="authors", coarse_steps=2, fine_steps=2)
     x, y = transfer["x_adv"][:6].clone().requires_grad_(True), transfer["y"][:6]
     (g,) = torch.autograd.grad(F.cross_entropy(zp(x), y, reduction="sum"), x)
     p = zp.purify(x.detach()).requires_grad_(True)
@@ -191,7 +191,7 @@ def test_bpda_gradient_is_straight_through(resnet20, transfer: dict) -> None:
 
 
 def test_grad_mode_none_raises_on_backward(resnet20, transfer: dict) -> None:
-    zp = ZeroPur(resnet20, coarse_steps=1, fine_steps=1, grad_mode="none")
+    zp = ZeroPur(resnet20, profile="authors", coarse_steps=1, fine_steps=1, grad_mode="none")
     x = transfer["x_adv"][:2].clone().requires_grad_(True)
     logits = zp(x)
     with torch.no_grad():
@@ -199,7 +199,7 @@ def test_grad_mode_none_raises_on_backward(resnet20, transfer: dict) -> None:
     with pytest.raises(UserError, match="grad_mode='none'"):
         logits.sum().backward()
     with pytest.raises(UserError, match="grad_mode"):
-        ZeroPur(resnet20, grad_mode="exact")
+        ZeroPur(resnet20, profile="authors", grad_mode="exact")
     with pytest.raises(AttributeError):  # fixed at construction: attacks wrap the defense instead
         zp.grad_mode = "full"
 
@@ -237,7 +237,7 @@ def test_full_mode_gradcheck_float64(profile: str) -> None:
 def test_autoattack_rand_bpda_runs(resnet20, cifar10_test) -> None:
     from pyautoattack import AutoAttack
 
-    zp = ZeroPur(resnet20, coarse_steps=2, fine_steps=2)
+    zp = ZeroPur(resnet20, profile="authors", coarse_steps=2, fine_steps=2)
     x, y = cifar10_test[0][:4], cifar10_test[1][:4]
     adversary = AutoAttack(zp, eps=8 / 255, norm="Linf", version="rand", seed=0)
     adversary.attacks_to_run = ["apgd-ce"]
@@ -262,7 +262,7 @@ def test_bf16_channels_last_runs(resnet20, transfer: dict) -> None:
     import copy
 
     model = copy.deepcopy(resnet20)
-    zp = ZeroPur(model, dtype="bf16", channels_last=True, coarse_steps=3, fine_steps=3)
+    zp = ZeroPur(model, profile="authors", dtype="bf16", channels_last=True, coarse_steps=3, fine_steps=3)
     out = zp.purify(x)
     assert out.dtype == torch.float32 and out.shape == x.shape
     assert (out - x).abs().max() <= EPS_F + 1e-6 and out.min() >= 0 and out.max() <= 1
@@ -276,13 +276,13 @@ def test_config_is_json_and_complete(resnet20) -> None:
     assert cfg["momentum"] == 0.5 and cfg["random_start"] is True and cfg["blur_target_detached"] is True
     assert cfg["coarse_step"] == pytest.approx(2 / 255) and cfg["fine_step"] == pytest.approx(1 / 255)
     assert cfg["layers"]["fine"] == ["net.layer1", "net.layer2", "net.layer3"] and cfg["layers"]["lpips"] == []
-    auth = ZeroPur(resnet20).config()
+    auth = ZeroPur(resnet20, profile="authors").config()
     assert auth["fine_step"] == pytest.approx(0.2 / 255) and auth["layers"]["fine"] == ["net.layer2", "net.layer3"]
     assert auth["ila_weight"] == 1e-4 and auth["lpips_weight"] == 1.0
 
 
 def test_bad_input_and_options_raise_user_error(resnet20) -> None:
-    zp = ZeroPur(resnet20, coarse_steps=1, fine_steps=1)
+    zp = ZeroPur(resnet20, profile="authors", coarse_steps=1, fine_steps=1)
     with pytest.raises(UserError, match=r"\[0, 1\]"):
         zp.purify(torch.full((1, 3, 32, 32), 2.0))
     with pytest.raises(UserError, match="NaN"):
@@ -294,14 +294,54 @@ def test_bad_input_and_options_raise_user_error(resnet20) -> None:
     with pytest.raises(UserError, match="profile"):
         ZeroPur(resnet20, profile="fast")
     with pytest.raises(UserError, match="valid options"):
-        ZeroPur(resnet20, coarse_stpes=3)
+        ZeroPur(resnet20, profile="authors", coarse_stpes=3)
     with pytest.raises(UserError, match="stages"):
-        ZeroPur(resnet20, stages="f")
+        ZeroPur(resnet20, profile="authors", stages="f")
     with pytest.raises(UserError, match="median:k"):
-        ZeroPur(resnet20, blur="box:3")
+        ZeroPur(resnet20, profile="authors", blur="box:3")
 
 
 def test_load_defended_model(resnet20_path: str) -> None:
     zp = load_defended_model("resnet20", "cifar10", checkpoint=resnet20_path, profile="paper", stages="c")
     assert isinstance(zp, ZeroPur) and zp.config()["stages"] == "c"
     assert zp.config()["layers"]["embedding"] == "net.linear"
+
+
+def test_one_default_profile_for_python_the_cli_and_specs(resnet20) -> None:
+    """Issue 32 item 4: the same words give the same settings from Python, from a defense spec and from the CLI."""
+    from zeropur_bench.cli.options import RunOptions, build_configs
+    from zeropur_bench.config import DefenseSpec
+    from zeropur_bench.defenses import get_defense
+    from zeropur_bench.profile_names import DEFAULT_PROFILE
+
+    assert DEFAULT_PROFILE == "calibrated"
+    # Python: the public ResNet-20 has a shipped calibration for the default blur, found by its weights' sha256
+    zp = ZeroPur(resnet20)
+    assert zp.profile == DEFAULT_PROFILE and zp.calibration is not None
+    assert zp.config() == ZeroPur(resnet20, profile="calibrated").config()
+    assert zp.ila_weight == pytest.approx(7.071067811865475e-05) and zp.ila_weight != 1e-4
+    # a defense spec without a profile (run configs, --defense zeropur), and the CLI without --profile
+    assert get_defense("zeropur").defaults["profile"] == DEFAULT_PROFILE
+    assert DefenseSpec(stages="cf").options.get("profile", DEFAULT_PROFILE) == DEFAULT_PROFILE
+    (config,) = build_configs(RunOptions(model="resnet20-cifar10-public", defenses=("zeropur",), attacks=("pgd",)))
+    assert {d.options["profile"] for d in config.defenses} == {DEFAULT_PROFILE}
+
+
+def test_default_profile_on_a_classifier_without_a_calibration(resnet20) -> None:
+    """A classifier with no shipped calibration: C-F under the default profile is refused with both fixes named
+    (never a silent 1e-4); C needs no calibration (no fine stage) and purifies as the authors' C does."""
+    import copy
+
+    other = copy.deepcopy(resnet20)
+    with torch.no_grad():
+        other.net.linear.weight.mul_(1.001)  # other weights: no shipped calibration matches their sha256
+    with pytest.raises(UserError, match=r"calibrate.*profile='authors'"):
+        ZeroPur(other, coarse_steps=1, fine_steps=1)
+    c = ZeroPur(other, stages="c", coarse_steps=2)
+    assert c.profile == "calibrated" and c.calibration is None and c.config()["ila_weight"] is None
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    ref = ZeroPur(other, profile="authors", stages="c", coarse_steps=2)
+    assert torch.equal(c.purify(x), ref.purify(x))
+    assert not torch.equal(c.purify(x), x)  # it did purify
+    with pytest.raises(UserError, match="no ILA weight"):
+        c.fine_objective(x, x, x, full=True)

@@ -12,14 +12,13 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import UserError
 from .parsing import parse_kv, parse_number, parse_spec, parse_value  # noqa: F401  (parse_kv/_number/_value: API)
+from .profile_names import DEFAULT_PROFILE, PROFILE_NAMES  # noqa: F401  (re-exported: the CLI imports them here)
 
 if TYPE_CHECKING:  # the engine imports torch: loaded only when a run is built
     from torch import nn
 
     from .config import AttackSpec, DefenseSpec
 
-PROFILE_NAMES = ("authors", "paper", "calibrated")
-DEFAULT_PROFILE = "calibrated"  # issue 20: the measurements behind this choice are in README "The calibrated profile"
 # The paper's blur per training recipe (Sec. 4.1): median 3x3 for 'Vanilla' classifiers, gaussian sigma 1.2 for
 # 'Standard' / 'Strong'.
 PAPER_BLUR = {"vanilla": "median:3", "standard": "gaussian:1.2", "strong": "gaussian:1.2"}

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from .errors import UserError
 from .parsing import parse_value
+from .profile_names import DEFAULT_PROFILE
 
 if TYPE_CHECKING:
     from .config import EvalConfig
@@ -63,7 +64,7 @@ def _check_param(param: str, profile: str, stages: Sequence[str], overrides: dic
 
 def sweep_configs(base: dict, *, param: str, values: Sequence[tuple[str, Any]], param2: str | None = None,
                   values2: Sequence[tuple[str, Any]] | None = None, stages: Sequence[str] = ("cf",),
-                  blurs: Sequence[str] = ("median:3",), profile: str = "authors",
+                  blurs: Sequence[str] = ("median:3",), profile: str = DEFAULT_PROFILE,
                   overrides: dict | None = None, calibration: dict | None = None) -> list[EvalConfig]:
     """The sweep's :class:`EvalConfig` s: one (transfer) holding a variant per value, or one per value (adaptive).
     ``base``: the EvalConfig keyword arguments other than ``defenses``."""

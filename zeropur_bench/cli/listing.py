@@ -58,7 +58,8 @@ def list_cmd(plugins: tuple[str, ...]) -> None:
         if k in e.defaults or e.source != "built-in") or ("profile knobs (--zp)" if e.open_options else "-"),
         "what": e.summary} for name, e in sorted(all_defenses().items(), key=lambda t: (t[1].order, t[0]))])
         .to_markdown(index=False))
-    click.echo(f"\nZeroPur profiles (--profile, default {DEFAULT_PROFILE} for the command line; override single "
+    click.echo(f"\nZeroPur profiles (--profile; the default is {DEFAULT_PROFILE}, on the command line and in Python "
+               f"alike: ZeroPur(classifier) is ZeroPur(classifier, profile='{DEFAULT_PROFILE}'); override single "
                "knobs with --zp k=v):")
     frame = pd.DataFrame({k: {kk: ("fitted per classifier (calibrate)" if vv is None and kk == "ila_weight" else
                                    fmt_value(vv)) for kk, vv in v.items()} for k, v in PROFILES.items()})

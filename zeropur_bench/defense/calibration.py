@@ -161,9 +161,10 @@ def resolve_calibration(calibration: Any, classifier: nn.Module, blur: str) -> C
         shipped = registry.calibrations_by_weights(sha)
         hint = (f"; shipped calibrations of this classifier are for blur "
                 f"{', '.join(sorted({str(c.get('blur')) for c in shipped}))}" if shipped else "")
-        raise UserError("profile 'calibrated' needs a calibration for this classifier and blur "
+        raise UserError("profile 'calibrated' (the default) needs a calibration for this classifier and blur "
                         f"{blur}{hint}: pass calibration=zeropur_bench.calibrate(classifier, dataset, blur=...) "
-                        "(or a file from `zeropur-bench calibrate`)")
+                        "(or a file from `zeropur-bench calibrate`), or choose profile='authors' for the authors' "
+                        "fixed ILA weight")
     if isinstance(calibration, Calibration):
         cal = calibration
     elif isinstance(calibration, dict):

@@ -14,6 +14,7 @@ from torch import nn
 from ..defenses import BuildContext, VariantOptions, register_defense
 from ..errors import UserError
 from ..params import Param
+from ..profile_names import DEFAULT_PROFILE
 from .blur import make_blur
 from .blur_only import BlurOnly, NoDefense
 from .calibration import DEFAULT_RULE, load_calibration, weights_sha256
@@ -23,7 +24,7 @@ from .zeropur import ZeroPur
 
 # ZeroPur's own options, beside those of its profiles table (the run owns dtype, channels_last and the seed)
 _MAIN = ("profile", "stages", "blur", "calibration")
-_DEFAULTS = {"profile": "authors", "stages": "cf", "blur": "median:3"}
+_DEFAULTS = {"profile": DEFAULT_PROFILE, "stages": "cf", "blur": "median:3"}
 _SPECS: dict[str, Param | None] = {
     "profile": Param("word", choices=tuple(PROFILES)), "stages": Param("word", choices=("c", "cf")),
     "blur": None, "calibration": None, "layers": None, "grad_mode": None,

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import UserError
+from ..profile_names import PROFILE_NAMES
 from .calibration import Calibration, resolve_calibration
 
 __all__ = ["GRAD_MODES", "ILA_NORMS", "OPTIONS", "PROFILES", "SURROGATES", "apply_calibration", "check_option_types",
@@ -43,6 +44,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 # The authors' profile with the ILA weight fitted to the classifier's feature scale on clean training images
 # (defense/calibration.py): None here means "from the calibration", never a silent 1e-4.
 PROFILES["calibrated"] = {**PROFILES["authors"], "ila_weight": None}
+assert tuple(sorted(PROFILES)) == tuple(sorted(PROFILE_NAMES))  # the torch-free names agree with this table
 ILA_NORMS = ("none", "feature")
 OPTIONS = sorted(set(PROFILES["authors"]) | {"embedding", "surrogate", "dtype", "channels_last", "ila_norm"})
 
@@ -91,14 +93,22 @@ def profile_options(profile: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_calibration(opts: dict[str, Any], profile: str, overrides: dict[str, Any], calibration: Any,
-                      classifier: nn.Module, blur_spec: str) -> Calibration | None:
+                      classifier: nn.Module, blur_spec: str, stages: str = "cf") -> Calibration | None:
     """For ``profile='calibrated'``: resolve the calibration and set ``opts['ila_weight']`` from it (in place);
-    refuse ``calibration=`` with any other profile and a hand-set ila_weight with this one."""
+    refuse ``calibration=`` with any other profile and a hand-set ila_weight with this one. C alone (``stages='c'``)
+    runs no fine stage, the weight's only user: without a given or shipped calibration it needs none (the weight
+    stays None), so the default profile serves any classifier's C."""
     if profile == "calibrated":
         if "ila_weight" in overrides:
             raise UserError("profile 'calibrated' fits ila_weight itself; to set it by hand use "
                             f"profile='authors', ila_weight={overrides['ila_weight']!r}")
-        resolved = resolve_calibration(calibration, classifier, blur_spec)
+        if stages == "c" and calibration is None:
+            try:
+                resolved = resolve_calibration(None, classifier, blur_spec)
+            except UserError:  # no shipped calibration: C does not need one
+                return None
+        else:
+            resolved = resolve_calibration(calibration, classifier, blur_spec)
         opts["ila_weight"] = resolved.ila_weight
         return resolved
     if calibration is not None:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..profile_names import DEFAULT_PROFILE
 from ..purifier import Purifier
 from .blur import Blur, make_blur
 from .coarse_cache import CoarseCache
@@ -68,9 +69,10 @@ class ZeroPur(Purifier):
 
     Args:
         classifier: the model; kept in eval mode, its parameters are never given gradients.
-        profile: ``'authors'`` (default), ``'paper'`` or ``'calibrated'`` (the authors' settings with the ILA
-            weight fitted to this classifier's feature scale on clean training images; see
-            :mod:`zeropur_bench.defense.calibration`); see ``PROFILES``.
+        profile: ``'calibrated'`` (default, as on the command line: the authors' settings with the ILA weight
+            fitted to this classifier's feature scale on clean training images; see
+            :mod:`zeropur_bench.defense.calibration`), ``'authors'`` (the authors' code) or ``'paper'``; see
+            ``PROFILES`` and :mod:`zeropur_bench.profile_names`.
         stages: ``'c'`` (coarse shifting only) or ``'cf'`` (coarse shifting + fine alignment).
         blur: blur spec (``'median:3'``, ``'gaussian:1.2'``, ``'tv:0.05'``) or callable; see ``make_blur``.
         layers: stage module names (forward order) to use instead of auto-detection.
@@ -89,7 +91,7 @@ class ZeroPur(Purifier):
     surrogates = SURROGATES
     has_objective = True
 
-    def __init__(self, classifier: nn.Module, profile: str = "authors", stages: str = "cf",
+    def __init__(self, classifier: nn.Module, profile: str = DEFAULT_PROFILE, stages: str = "cf",
                  blur: str | Callable[[torch.Tensor], torch.Tensor] = "median:3",
                  layers: Sequence[str] | None = None, grad_mode: str = "bpda", seed: int = 0,
                  calibration: Any = None, coarse_cache: CoarseCache | None = None,
@@ -103,7 +105,8 @@ class ZeroPur(Purifier):
         self.stages = stages
         self.blur: Blur = make_blur(blur)
         opts = profile_options(profile, overrides)
-        self.calibration = apply_calibration(opts, profile, overrides, calibration, classifier, self.blur.spec)
+        self.calibration = apply_calibration(opts, profile, overrides, calibration, classifier, self.blur.spec,
+                                             stages)
         self.coarse_cache = coarse_cache
         self.ila_norm, self.surrogate, self.dtype, self.channels_last = runtime_options(overrides)
         if self.channels_last:
@@ -120,7 +123,8 @@ class ZeroPur(Purifier):
         self.fine_steps: int = opts["fine_steps"]
         self.fine_eps = float(opts["fine_eps"])
         self.fine_step = step_size(opts["fine_step"], self.fine_eps, self.fine_steps)
-        self.ila_weight = float(opts["ila_weight"])
+        # None only for C under 'calibrated' without a calibration (no fine stage, nothing weighed)
+        self.ila_weight = None if opts["ila_weight"] is None else float(opts["ila_weight"])
         self.ila_reduce: str = opts["ila_reduce"]
         self.lpips_weight = float(opts["lpips_weight"])
 
@@ -261,6 +265,9 @@ class ZeroPur(Purifier):
         ref = {k: v[2 * n:] for k, v in feats.items()}
         if not full:
             return ila(cur, base, ref, self.fine_layers, "mean", self._norm_refs())
+        if self.ila_weight is None:
+            raise UserError("this ZeroPur-C has no ILA weight (profile 'calibrated' without a calibration); for the "
+                            "fine objective pass calibration=... or choose profile='authors'")
         obj = self.ila_weight * ila(cur, base, ref, self.fine_layers, self.ila_reduce, self._norm_refs())
         if self.lpips_weight:
             d = lpips_normalize([cur[l] for l in self.lpips_layers]) - lpips_normalize([base[l] for l in self.lpips_layers])
