@@ -288,6 +288,11 @@ def test_ship_writes_safetensors_and_registers(data_dir: str, tmp_path: Path) ->
     entry = json.loads((wdir / "registry.json").read_text())["classifiers"][0]
     assert entry["name"] == "resnet20-cifar100-tiny" and entry["sha256"] == out["sha256"]
     assert entry["recipe"] == "vanilla" and entry["correct_first500"] == res["correct_first500"]
+    # how it was trained (issue 30): epochs actually trained, wall time, precision, recipe, CPU
+    extra = entry["extra"]
+    assert extra["epochs_trained"] == 1 and extra["adversarial"] == "none" and extra["schedule"].startswith("cosine")
+    assert extra["precision_by_epoch"] == ["fp32"] and extra["devices_used"] == ["cpu"]
+    assert 0 < extra["train_wall_hours"] < 1 and extra["cpu"]
     meta = read_metadata(dest)
     assert meta["recipe"]["aug"]["name"] == "vanilla" and "optimizer" not in meta
     x, y = load_data("cifar100", "test", n=500, data_dir=data_dir)

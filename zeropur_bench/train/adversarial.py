@@ -86,8 +86,12 @@ def craft(model: Normalized, name: str, x: torch.Tensor, y: torch.Tensor, bf16: 
     ``x`` itself for ``'none'``."""
     if ADVERSARIAL[name] is None:
         return x
-    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-        return _attack(model, name, train_mode=True)(x, y).detach()
+    was = model.training
+    try:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            return _attack(model, name, train_mode=True)(x, y).detach()
+    finally:  # torchattacks 3.5 leaves a model it switched to training mode there
+        model.train(was)
 
 
 def watch_accuracy(model: Normalized, x: torch.Tensor, y: torch.Tensor, bf16: bool, seed: int) -> float:

@@ -31,6 +31,23 @@ def replay_first_losses(meta: dict, steps: int, data_dir: str | os.PathLike | No
     return res["step_losses"]
 
 
+def training_facts(ck: dict) -> dict:
+    """What a registry entry says of how its model was trained (issue 30): the epochs actually trained, the wall
+    time (training, per-epoch evaluation and watch), the precision per epoch, the adversarial recipe and the
+    schedule. ``cpu`` is the shipping machine's model name (``device.cpuinfo_field``), which is the training
+    machine's when a run is shipped where it trained, as ours are; the log records the device of every epoch."""
+    from ..device import cpuinfo_field
+
+    log = ck.get("log") or []
+    seconds = sum(float(e.get(k, 0.0)) for e in log for k in ("train_seconds", "eval_seconds", "watch_seconds"))
+    r = ck.get("recipe") or {}
+    return {"epochs_trained": len(log), "train_wall_hours": round(seconds / 3600, 2),
+            "devices_used": sorted({e["device"] for e in log if "device" in e}),
+            "precision_by_epoch": r.get("precision_by_epoch"), "cpu": cpuinfo_field("model name"),
+            "adversarial": (r.get("adversarial") or {"name": "none"}).get("name"),
+            "schedule": (r.get("schedule") or {}).get("name")}
+
+
 def ship(model_path: str | os.PathLike, name: str, data_dir: str | os.PathLike | None = None,
          min_acc: float | None = None, trained_on: str | None = None, notes: str | None = None,
          weights_dir: str | os.PathLike | None = None) -> dict:
@@ -61,7 +78,7 @@ def ship(model_path: str | os.PathLike, name: str, data_dir: str | os.PathLike |
     entry = registry.Entry(name=name, arch=ck["arch"], dataset=ck["dataset"], recipe=ck["recipe"]["aug"]["name"],
                            file=dest.name, sha256=written["sha256"], test_acc=ck["test_acc"], test_n=ck["test_n"],
                            correct_first500=c, trained_on=trained_on, reproduce=ck.get("command"),
-                           notes=notes)
+                           notes=notes, extra=training_facts(ck))
     reg_file = wdir / registry.REGISTRY_FILE.name
     data = json.loads(reg_file.read_text()) if reg_file.is_file() else {"format": "zeropur-bench/registry/v1",
                                                                          "classifiers": []}
