@@ -4,7 +4,7 @@
 # Run from the repository root with the data decoded (ZEROPUR_BENCH_DATA or ./data):
 #     bash benchmarks/make_results.sh [STEP ...]        # steps: tour cifar100 bpda-tour baselines sanity figures table2 hill da
 #                                                           calibration profiles adaptive50 table6-b table6-vs
-#                                                           sanity-b fig5
+#                                                           sanity-b fig5 fastat purifiers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZB="zeropur-bench"
@@ -105,6 +105,39 @@ for step in "${steps[@]}"; do
     da)         # Mao et al.'s defense-aware attack (λ 0.1 / 1 / 10, 10 steps) vs C-F
       $ZB run $R20 --n-ex 200 --batch-size 50 --setting adaptive --attack defense-aware --stages cf \
           --no-progress --out results/adaptive/ ;;
+    fastat)     # issue 34: the static reference, fast adversarial training (Wong et al. 2020: FGSM-RS, eps 8/255, step
+                # 10/255, cyclic lr 0.2, 15 epochs, batch 128), bf16 where the CPU has it; then AutoAttack (standard,
+                # its own settings) on the bare model at n=1000, in batches that bank progress
+      python -m zeropur_bench.train --dataset cifar10 --arch resnet20 --aug standard --epochs 15 --lr 0.2 \
+          --schedule cyclic --adversarial fgsm-rs --out runs/c10_r20_fastat --precision auto --channels-last \
+          --num-threads 1 --no-progress
+      $ZB run --model resnet20-cifar10-fastat --defense none --setting adaptive --attack autoattack:version=standard \
+          --n-ex 1000 --batch-size 250 --no-progress --out results/purifiers/ ;;
+    purifiers)  # issue 34: the training-free purifiers under one protocol, per classifier (shipped Standard ResNet-20,
+                # then the adversarially trained one): clean + transfer PGD-20 at n=1000; the adaptive cascade at n=500
+                # (anti-adversary n=200): BPDA+EOT-50 (EOT 15 over a randomised purifier's draws), the full-gradient
+                # PGD-EOT where the purifier offers one, Square-1000, AutoAttack through BPDA ('rand' with EOT 20 on
+                # a randomised purifier; through the full gradient where BPDA is not offered). A randomised purifier
+                # is judged worst-of-10, clean and attacked alike.
+      for clf in ${CLASSIFIERS:-resnet20-cifar10-standard resnet20-cifar10-fastat}; do
+        for d in ${PURIFIERS:-bit-depth median-smoothing jpeg tvm random-resize-pad mixup-inference anti-adversary}; do
+          est=""; n=${N_PURIFIERS:-500}
+          case $d in tvm|random-resize-pad|mixup-inference) est="--estimator worst-of-n --estimator-n 10" ;; esac
+          case $d in
+            bit-depth)        atk="--attack bpda-eot --attack square:n_queries=1000 --attack autoattack-bpda" ;;
+            jpeg)             atk="--attack bpda-eot --attack pgd-eot:surrogate=diff-jpeg --attack square:n_queries=1000 --attack autoattack-bpda" ;;
+            random-resize-pad|mixup-inference)
+                              atk="--attack pgd-eot --attack square:n_queries=1000 --attack autoattack:version=rand" ;;
+            anti-adversary)   atk="--attack bpda-eot --attack pgd-eot --attack square:n_queries=1000 --attack autoattack-bpda"
+                              n=${N_ANTI:-200} ;;
+            *)                atk="--attack bpda-eot --attack pgd-eot --attack square:n_queries=1000 --attack autoattack-bpda" ;;
+          esac
+          $ZB run --model $clf --defense $d --attack pgd --n-ex 1000 --batch-size 250 $est --no-progress \
+              --out results/purifiers/
+          $ZB run --model $clf --defense $d --setting adaptive --cascade $atk --n-ex $n --batch-size 250 $est \
+              --no-progress --out results/purifiers/
+        done
+      done ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

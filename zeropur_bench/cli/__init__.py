@@ -18,6 +18,7 @@ from .export import export_cmd
 from .leaderboard import leaderboard_cmd
 from .listing import list_cmd
 from .plot import plot_cmd
+from .purifiers import purifiers_cmd
 from .run import run_cmd
 from .sanity import sanity_cmd
 from .sweep import sweep_cmd
@@ -60,7 +61,7 @@ def main() -> None:
 
 
 for _cmd in (run_cmd, sweep_cmd, sanity_cmd, check_cmd, table_cmd, leaderboard_cmd, export_cmd, calibrate_cmd,
-             train_cmd, list_cmd, plot_cmd):
+             train_cmd, list_cmd, plot_cmd, purifiers_cmd):
     main.add_command(_cmd)
 del _cmd
 

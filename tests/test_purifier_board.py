@@ -1,0 +1,79 @@
+"""The purifier leaderboard (issue 34): ranked by the adaptive worst case, numbers equal to the records', transfer
+numbers never ranked, ZeroPur-C one defense under 'authors' and 'calibrated'."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from zeropur_bench.records import RecordView
+from zeropur_bench.reports import load_records
+from zeropur_bench.reports.purifiers import board, numbers, render_board
+
+REPO = Path(__file__).resolve().parents[1]
+STD = "resnet20-cifar10-standard"
+CASCADE_CF = REPO / "results" / "cifar10-linf-resnet20-cifar10-standard-adaptive-ce6a29c11324d842.json"
+
+
+@pytest.fixture(scope="module")
+def records() -> list[RecordView]:
+    return load_records(REPO / "results")
+
+
+def test_rows_carry_the_records_numbers(records) -> None:
+    ranked, rest = board(records, [STD])
+    assert ranked and all(r.adaptive is not None for r in ranked) and all(r.adaptive is None for r in rest)
+    raw = json.loads(CASCADE_CF.read_text())
+    (cf,) = [r for r in ranked if r.adaptive.path and Path(r.adaptive.path).name == CASCADE_CF.name
+             and r.variant.stages == "cf"]
+    f = numbers(cf)
+    summary = next(v for v in raw["variants"].values() if v["defense"]["stages"] == "cf")["summary"]
+    assert f["worst_case"] == summary["worst_case_acc"] and f["n_adaptive"] == raw["config"]["n_ex"]
+    assert f["BPDA+EOT"] == summary["robust_acc"]["bpda-eot"] and f["order_run"] == "B→S→D→F→A"
+    # clean and transfer from the largest transfer record of the same defense (n=1000), not from the adaptive one
+    assert f["clean_n"] == 1000 and f["transfer_pgd20"] is not None and f["clean"] != summary["defended_clean_acc"]
+    # ZeroPur-C: the calibrated adaptive run and the authors' transfer run are one defense
+    (c,) = [r for r in ranked if r.variant.stages == "c"]
+    assert c.transfer is not None and numbers(c)["clean_n"] == 1000
+    # a single BPDA+EOT-10 run is not the protocol: that defense is not ranked
+    assert not any(r.variant.profile == "authors" and r.variant.stages == "cf" for r in ranked)
+
+
+def test_ranked_by_worst_case_and_transfer_never_ranked(records) -> None:
+    raw = json.loads(CASCADE_CF.read_text())
+    better = copy.deepcopy(raw)  # the same record, as if its C-F variant kept 40% against every attack
+    v = next(v for v in better["variants"].values() if v["defense"]["stages"] == "cf")
+    v["defense"]["options"] = {"profile": "calibrated", "stages": "cf", "blur": "gaussian:1.2", "steps": 99}
+    v["summary"]["worst_case_acc"] = 0.4
+    v["summary"]["ci95"]["worst_case_acc"] = [0.33, 0.47]
+    ranked, rest = board([*records, RecordView.from_dict(better, path="synthetic.json")], [STD])
+    assert numbers(ranked[0])["worst_case"] == 0.4  # ranks first
+    worst = [numbers(r)["worst_case"] for r in ranked]
+    assert worst == sorted(worst, reverse=True)
+    md = render_board(ranked, rest)
+    head, _, tail = md.partition("## transfer only: not a robustness claim")
+    assert "| 1 " in head and "40.0 [33.0, 47.0]" in head
+    assert tail and "Rank" not in tail and "| Classifier" in tail  # no rank column there
+
+
+def test_command_writes_both_files_and_keeps_a_users_file(tmp_path: Path) -> None:
+    from zeropur_bench.cli import main
+
+    runner = CliRunner()
+    out = tmp_path / "purifiers.md"
+    res = runner.invoke(main, ["purifiers", "--out", str(out), "--results", str(REPO / "results"),
+                               "--model", STD])
+    assert res.exit_code == 0, res.output
+    assert out.read_text().startswith("<!-- made by zeropur-bench purifiers") or "made by" in out.read_text()
+    import pandas as pd
+
+    csv = pd.read_csv(out.with_suffix(".csv"), skiprows=1)
+    assert list(csv["rank"].dropna()) == list(range(1, int(csv["rank"].max()) + 1))
+    mine = tmp_path / "mine.md"
+    mine.write_text("my notes\n")
+    res = runner.invoke(main, ["purifiers", "--out", str(mine), "--results", str(REPO / "results")])
+    assert res.exit_code == 2 and mine.read_text() == "my notes\n"
+    assert not mine.with_suffix(".csv").exists()

@@ -1,0 +1,216 @@
+"""The purifier leaderboard (issue 34): every measured purification defense, and the static reference, under one
+protocol, ranked by the worst case over an adaptive suite.
+
+A row is one defense (registered name and options) on one classifier. Its numbers come from two records:
+the transfer run (clean accuracy and transfer PGD-20, the largest n found) and the adaptive run (the largest n
+found; a cascade or a single attack). Only adaptive numbers rank: a defense with transfer numbers alone is listed
+below the ranking, as "transfer only: not a robustness claim". Cascade columns are cumulative: each attack ran
+only on the examples every earlier one left unbroken, so a column is the worst case so far (README "Adaptive attacks
+as a cascade"). "Set by" names the last attack of the cascade that broke an example: the one that fixed the
+worst case. Written here because no library ranks purification defenses (RobustBench refuses them).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ..records import RecordView
+from ..records.view import DISPLAY_NAMES, VariantView
+
+# an attack family's column (the suite of issue 34; anything else keeps its record key)
+FAMILY_COLUMNS = {"bpda-eot": "BPDA+EOT", "pgd-eot": "Full gradient (PGD-EOT)", "square": "Square",
+                  "defense-aware": "Defense-aware", "autoattack": "AutoAttack"}
+_ABBREV = {"bpda-eot": "B", "pgd-eot": "F", "square": "S", "defense-aware": "D", "autoattack": "A"}
+COLUMNS = ["Rank", "Classifier", "Defense", "Judged", "Clean", "Transfer PGD-20", *FAMILY_COLUMNS.values(),
+           "Order run", "Worst case [95% CI]", "Set by", "n (adaptive)", "Passes / prediction", "Minutes (adaptive)"]
+
+
+@dataclass
+class _Row:
+    model: str
+    variant: VariantView
+    transfer: RecordView | None = None
+    adaptive: RecordView | None = None
+
+
+def _identity(rec: RecordView, v: VariantView) -> tuple[str, str, str]:
+    opts = {k: val for k, val in v.options.items() if k != "calibration"}  # its weight is a fitted fact, not a knob
+    if opts.get("stages") == "c" and opts.get("profile") in _SAME_C:  # ZeroPur-C: no fine stage, one defense
+        opts["profile"] = _SAME_C[0]
+    return rec.model, v.name, json.dumps(opts, sort_keys=True, default=str)
+
+
+# C runs no fine stage, so under 'authors' and 'calibrated' (which differ only there) it is one defense
+_SAME_C = ("authors", "calibrated")
+
+
+def defense_title(v: VariantView) -> str:
+    """How the board names a defense: display name, then its options (ZeroPur: stages and profile)."""
+    name = DISPLAY_NAMES.get(v.name, v.name)
+    if v.name == "none":
+        return "none (the classifier alone)"
+    if v.stages is not None:
+        profile = "authors = calibrated" if v.stages == "c" and v.profile in _SAME_C else v.profile
+        extra = [f"{profile}" if profile else "", f"blur {v.blur}" if v.blur else ""]
+        return f"{name} {'C-F' if v.stages == 'cf' else 'C'} ({', '.join(e for e in extra if e)})"
+    opts = ", ".join(f"{k}={val}" for k, val in sorted(v.options.items()))
+    return f"{name} ({opts})" if opts else name
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _with_ci(m: Any) -> str:
+    if not m.measured:
+        return "–"
+    return f"{100 * m.acc:.1f} [{100 * m.ci[0]:.1f}, {100 * m.ci[1]:.1f}]" if m.ci else f"{100 * m.acc:.1f}"
+
+
+def set_by(rec: RecordView, v: VariantView) -> str:
+    """The attack that set the worst case: the last one, in the record's order, that broke an example
+    (``examples.broken_by``); '–' when none broke one (or the record does not say)."""
+    broken = v.examples.get("broken_by") or []
+    counts = {a.key: 0 for a in rec.attacks}
+    for b in broken:
+        if b in counts:
+            counts[b] += 1
+    hit = [k for k, c in counts.items() if c]
+    if not broken and len(rec.attacks) == 1:  # one attack (no cascade record): it set the worst case if it broke any
+        m = v.metric("worst_case_acc").acc
+        return rec.attacks[0].key if m is not None and m < (v.metric("defended_clean_acc").acc or 0) else "–"
+    return hit[-1] if hit else "–"
+
+
+def _minutes(rec: RecordView) -> float | None:
+    secs = [rec.cost(a.key).get("seconds_per_image") for a in rec.attacks]
+    if not any(isinstance(s, (int, float)) for s in secs):
+        return None
+    return sum(float(s) for s in secs if isinstance(s, (int, float))) * rec.n / 60
+
+
+def in_protocol(rec: RecordView) -> bool:
+    """An adaptive record of the board's protocol: a cascade (the suite, each attack on the survivors), or
+    AutoAttack alone (the static reference, as RobustBench evaluates it). A single gradient attack is not the
+    suite: its row stays unranked."""
+    if rec.setting != "adaptive":
+        return False
+    cascade = bool((rec.raw.get("config") or {}).get("cascade"))
+    return cascade or (len(rec.attacks) == 1 and rec.attacks[0].family == "autoattack")
+
+
+def collect(records: list[RecordView], models: list[str] | None = None) -> list[_Row]:
+    """One row per (classifier, defense) with its largest transfer record (one with a PGD attack) and its largest
+    adaptive record of the protocol (:func:`in_protocol`); sweeps are left out. ``models``: only these
+    classifiers."""
+    rows: dict[tuple[str, str, str], _Row] = {}
+    for rec in records:
+        if models is not None and rec.model not in models:
+            continue
+        for v in rec.variants.values():
+            if v.sweep:
+                continue
+            if rec.setting == "adaptive" and not in_protocol(rec):
+                continue
+            row = rows.setdefault(_identity(rec, v), _Row(rec.model, v))
+            if rec.setting == "adaptive":
+                if row.adaptive is None or rec.n > row.adaptive.n:
+                    row.adaptive, row.variant = rec, v
+            elif any(a.family == "pgd" for a in rec.attacks):
+                if row.transfer is None or rec.n > row.transfer.n:
+                    row.transfer = rec
+    return list(rows.values())
+
+
+def numbers(row: _Row) -> dict[str, Any]:
+    """A row's facts at full precision (fractions; None where not measured): what the CSV holds and the markdown
+    rounds."""
+    key = _identity(row.adaptive or row.transfer, row.variant)  # type: ignore[arg-type]
+    d: dict[str, Any] = {"classifier": row.model, "defense": defense_title(row.variant), "judged": None,
+                         "clean": None, "clean_n": None, "transfer_pgd20": None,
+                         **{c: None for c in FAMILY_COLUMNS.values()}, "order_run": None, "worst_case": None,
+                         "worst_case_ci_low": None, "worst_case_ci_high": None, "set_by": None, "n_adaptive": None,
+                         "passes_per_prediction": row.variant.passes_per_prediction, "minutes_adaptive": None,
+                         "adaptive_record": None, "transfer_record": None}
+    if row.transfer is not None:
+        tv = next(v for v in row.transfer.variants.values() if _identity(row.transfer, v) == key)
+        pgd = next(a.key for a in row.transfer.attacks if a.family == "pgd")
+        d.update(clean=tv.metric("defended_clean_acc").acc, clean_n=row.transfer.n,
+                 transfer_pgd20=tv.metric("robust_acc", pgd).acc, judged=_judged(row.transfer),
+                 transfer_record=row.transfer.path)
+    if row.adaptive is not None:
+        rec, v = row.adaptive, row.variant
+        if row.transfer is None:
+            d.update(clean=v.metric("defended_clean_acc").acc, clean_n=rec.n)
+        for a in rec.attacks:
+            if FAMILY_COLUMNS.get(a.family) in d:
+                d[FAMILY_COLUMNS[a.family]] = v.metric("robust_acc", a.key).acc
+        w = v.metric("worst_case_acc")
+        d.update(judged=_judged(rec), order_run="→".join(_ABBREV.get(a.family, "?") for a in rec.attacks),
+                 worst_case=w.acc, worst_case_ci_low=w.ci[0] if w.ci else None,
+                 worst_case_ci_high=w.ci[1] if w.ci else None, set_by=set_by(rec, v), n_adaptive=rec.n,
+                 minutes_adaptive=_minutes(rec), adaptive_record=rec.path)
+    return d
+
+
+def _cells(row: _Row) -> dict[str, Any]:
+    f = numbers(row)
+    d: dict[str, Any] = {c: "–" for c in COLUMNS}
+    d.update({"Classifier": f["classifier"], "Defense": f["defense"], "Judged": f["judged"] or "–",
+              "Transfer PGD-20": _pct(f["transfer_pgd20"]), "Order run": f["order_run"] or "–",
+              "Set by": f["set_by"] or "–", "n (adaptive)": f["n_adaptive"] or "–"})
+    if f["clean"] is not None:
+        d["Clean"] = f"{_pct(f['clean'])} (n={f['clean_n']})"
+    d.update({c: _pct(f[c]) for c in FAMILY_COLUMNS.values()})
+    if f["worst_case"] is not None:
+        w = row.variant.metric("worst_case_acc")
+        d["Worst case [95% CI]"] = _with_ci(w)
+    if f["minutes_adaptive"] is not None:
+        d["Minutes (adaptive)"] = f"{f['minutes_adaptive']:.0f}"
+    p = f["passes_per_prediction"]
+    d["Passes / prediction"] = "–" if p is None else (f"{p:.0f}" if p >= 10 else f"{p:.3g}")
+    return d
+
+
+def _judged(rec: RecordView) -> str:
+    raw = rec.raw.get("config") or {}
+    est, n = raw.get("estimator", "one-shot"), raw.get("estimator_n", 1)
+    return f"{est} ({n})" if est == "worst-of-n" else str(est)
+
+
+def board(records: list[RecordView], models: list[str] | None = None) -> tuple[list[_Row], list[_Row]]:
+    """(ranked, transfer only): the adaptive rows ranked by worst case (highest first; ties by clean), and the
+    rows with transfer numbers alone, which are never ranked."""
+    rows = collect(records, models)
+    ranked = sorted((r for r in rows if r.adaptive is not None),
+                    key=lambda r: (-(r.variant.metric("worst_case_acc").acc or 0.0),
+                                   -(r.variant.metric("defended_clean_acc").acc or 0.0), r.model, r.variant.key))
+    return ranked, [r for r in rows if r.adaptive is None]
+
+
+def render_board(ranked_rows: list[_Row], transfer_rows: list[_Row], fmt: str = "markdown") -> str:
+    """The board as markdown (a heading, the ranking, the transfer-only section) or CSV (every number at full
+    precision: ranked rows with their rank, then the transfer-only ones with none)."""
+    if fmt == "csv":
+        frame = pd.DataFrame([{"rank": i + 1, **numbers(r)} for i, r in enumerate(ranked_rows)]
+                             + [{"rank": None, **numbers(r)} for r in transfer_rows])
+        for col in ("rank", "clean_n", "n_adaptive"):
+            if col in frame:
+                frame[col] = frame[col].astype("Int64")
+        return frame.to_csv(index=False)
+    ranked = pd.DataFrame([_cells(r) for r in ranked_rows], columns=COLUMNS)
+    ranked["Rank"] = range(1, len(ranked) + 1)
+    transfer_only = pd.DataFrame([_cells(r) for r in transfer_rows], columns=COLUMNS).drop(columns=["Rank"])
+    out = ["# Purification defenses under one adaptive protocol", "",
+           "Ranked by the worst case over the adaptive attacks (robust accuracy: right on the clean image AND on "
+           "every attack's input). Attack columns of a cascade are cumulative (each attack ran on the survivors "
+           "of the earlier ones, in the order of 'Order run': B BPDA+EOT, F full-gradient PGD-EOT, S Square, "
+           "D defense-aware, A AutoAttack). 'Set by': the last attack that broke an example. L∞ 8/255, CIFAR-10 "
+           "test images (the first n).", "",
+           ranked.to_markdown(index=False, disable_numparse=True) if len(ranked) else "(no adaptive record yet)"]
+    if len(transfer_only):
+        out += ["", "## transfer only: not a robustness claim", "", transfer_only.to_markdown(index=False, disable_numparse=True)]
+    return "\n".join(out) + "\n"
