@@ -136,8 +136,10 @@ for step in "${steps[@]}"; do
               --out results/purifiers/
           $ZB run --model $clf --defense $d --setting adaptive --cascade $atk --n-ex $n --batch-size 250 $est \
               --no-progress --out results/purifiers/
+          $ZB sanity --model $clf --defense $d --n-ex 100 $est --out results/purifiers/sanity-$clf-$d.json
         done
-      done ;;
+      done
+      $ZB purifiers --results results/purifiers --results results --out results/purifiers.md ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

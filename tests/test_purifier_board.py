@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from zeropur_bench.records import RecordView
 from zeropur_bench.reports import load_records
-from zeropur_bench.reports.purifiers import board, numbers, render_board
+from zeropur_bench.reports.purifiers import board, load_sanity_reports, numbers, render_board
 
 REPO = Path(__file__).resolve().parents[1]
 STD = "resnet20-cifar10-standard"
@@ -24,7 +24,7 @@ def records() -> list[RecordView]:
 
 
 def test_rows_carry_the_records_numbers(records) -> None:
-    ranked, rest = board(records, [STD])
+    ranked, rest = board(records, [STD], load_sanity_reports(REPO / "results"))
     assert ranked and all(r.adaptive is not None for r in ranked) and all(r.adaptive is None for r in rest)
     raw = json.loads(CASCADE_CF.read_text())
     (cf,) = [r for r in ranked if r.adaptive.path and Path(r.adaptive.path).name == CASCADE_CF.name
@@ -38,6 +38,8 @@ def test_rows_carry_the_records_numbers(records) -> None:
     # ZeroPur-C: the calibrated adaptive run and the authors' transfer run are one defense
     (c,) = [r for r in ranked if r.variant.stages == "c"]
     assert c.transfer is not None and numbers(c)["clean_n"] == 1000
+    # the sanity reports' verdicts (results/sanity/): C-F passes, C is flagged for gradient masking
+    assert numbers(cf)["sanity"] == "pass (n=100)" and numbers(c)["sanity"].startswith("flags: gradient-free")
     # a single BPDA+EOT-10 run is not the protocol: that defense is not ranked
     assert not any(r.variant.profile == "authors" and r.variant.stages == "cf" for r in ranked)
 

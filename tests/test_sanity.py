@@ -118,3 +118,33 @@ def test_bad_arguments(data_dir):
     with pytest.raises(UserError, match="defended"):
         run_sanity(EvalConfig(model="resnet20", checkpoint=str(WEIGHTS / "resnet20.th"), n_ex=4,
                               defenses=[DefenseSpec(name="none")]), data_dir=data_dir)
+
+
+def test_sanity_checks_any_registered_defense(data_dir, tmp_path):
+    """`zeropur-bench sanity --defense bit-depth` checks that purifier (issue 34's per-row sanity checks): the
+    report names it, runs the four checks on it, and lands on the purifier board's row; two variants are
+    refused in one line."""
+    from click.testing import CliRunner
+
+    from zeropur_bench.cli import main
+    from zeropur_bench.cli.options import RunOptions, build_configs
+    from zeropur_bench.cli.sanity import _sanity_layout
+    from zeropur_bench.reports.purifiers import defense_identity, load_sanity_reports, sanity_verdicts
+
+    (cfg,) = build_configs(RunOptions(model="resnet20-cifar10-standard", defenses=("bit-depth:bits=4",)),
+                           _sanity_layout)
+    assert [(d.name, d.options) for d in cfg.defenses] == [("bit-depth", {"bits": 4})]
+    with pytest.raises(UserError, match="one defense variant"):
+        build_configs(RunOptions(model="resnet20-cifar10-standard", defenses=("blur",),
+                                 blur=("median:3", "gaussian:1.2")), _sanity_layout)
+    out = tmp_path / "s.json"
+    res = CliRunner().invoke(main, ["sanity", "--model", "resnet20-cifar10-standard", "--defense", "bit-depth",
+                                    "--n-ex", "4", "--batch-size", "4", "--square-queries", "20",
+                                    "--attack", "bpda-eot:steps=2", "--data-dir", data_dir, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text())
+    assert rep["config"]["defenses"][0]["name"] == "bit-depth" and {c["name"] for c in rep["checks"]} >= {
+        "eps-sweep", "gradient-free", "adaptive-vs-transfer"}
+    (verdict,) = sanity_verdicts(load_sanity_reports(tmp_path)).items()
+    assert verdict[0] == defense_identity("resnet20-cifar10-standard", "bit-depth", {})
+    assert verdict[1].endswith("(n=4)")

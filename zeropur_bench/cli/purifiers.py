@@ -26,7 +26,7 @@ def purifiers_cmd(out: str, results_dirs: tuple[str, ...], models: tuple[str, ..
     from ..fsio import claim, write_text_atomic
     from ..marks import add_mark, is_marked
     from ..reports import load_records
-    from ..reports.purifiers import board, render_board
+    from ..reports.purifiers import board, load_sanity_reports, render_board
     from ..store import resolve_out
 
     path = resolve_out(out, "purifiers.md")
@@ -37,14 +37,15 @@ def purifiers_cmd(out: str, results_dirs: tuple[str, ...], models: tuple[str, ..
     ours = lambda p: is_marked(p, "purifiers")  # noqa: E731
     claim(path, ours, "a board made by `zeropur-bench purifiers`")
     claim(csv_path, ours, "a board made by `zeropur-bench purifiers`", option="the CSV beside --out,")
-    records = []
+    records, sanity = [], []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for d in dict.fromkeys(results_dirs):
             records += load_records(d)
+            sanity += load_sanity_reports(d)
     for w in caught:
         click.echo(f"warning: {one_line(str(w.message))}", err=True)
-    ranked, rest = board(records, list(models) or None)
+    ranked, rest = board(records, list(models) or None, sanity)
     text = render_board(ranked, rest)
     write_text_atomic(path, add_mark(text, "purifiers", "markdown"))
     write_text_atomic(csv_path, add_mark(render_board(ranked, rest, "csv"), "purifiers", "csv"))

@@ -1,4 +1,5 @@
-"""``zeropur-bench sanity``: the evaluation sanity checks (:mod:`zeropur_bench.sanity`) on one ZeroPur variant."""
+"""``zeropur-bench sanity``: the evaluation sanity checks (:mod:`zeropur_bench.sanity`) on one defense variant
+(ZeroPur by default, or any registered defense with ``--defense``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,10 +14,14 @@ from .options import Resolved, RunOptions, build_configs, run_options
 if TYPE_CHECKING:
     from ..config import EvalConfig
 
-TAKEN = ("dataset", "model", "checkpoint", "model_dir", "data_dir", "stages", "profiles", "calibration_file", "blur",
-         "zp_overrides", "attacks", "n_ex", "batch_size", "seed", "device", "out")
+TAKEN = ("dataset", "model", "checkpoint", "model_dir", "data_dir", "plugins", "defenses", "stages", "profiles",
+         "calibration_file", "blur", "zp_overrides", "attacks", "n_ex", "batch_size", "seed", "device", "estimator",
+         "estimator_n", "out")
 # One variant is checked: --stages, --profile and --blur are given once; --attack is the sanity checks' attack.
 CHANGES: dict[str, dict[str, Any]] = {
+    "defenses": dict(multiple=False, default="zeropur", show_default=True,
+                     help="The defense checked: zeropur (one variant: --stages, --profile, --blur) or any registered "
+                          "defense, NAME[:k=v,...] (issue 34's purifiers, a plugin's)."),
     "stages": dict(multiple=False, type=click.Choice(["c", "cf"]), default="c", show_default=True,
                    help="Coarse only (c) or coarse + fine (cf)."),
     "profiles": dict(multiple=False, type=click.Choice(PROFILE_NAMES), default=DEFAULT_PROFILE, show_default=True,
@@ -49,7 +54,9 @@ def sanity_cmd(attacks: str, extra: tuple[str, ...], square_queries: int, out: s
 
     opts = RunOptions.take(options)
     (config,) = build_configs(opts, _sanity_layout)
-    out = out or f"results/sanity/{config.dataset}-{Path(config.model).name}-{opts.stages[0]}.json"
+    (variant,) = config.defenses
+    tag = opts.stages[0] if variant.name == "zeropur" else variant.key
+    out = out or f"results/sanity/{config.dataset}-{Path(config.model).name}-{tag}.json"
     report = run_sanity(config, data_dir=opts.data_dir, attack=parse_attack(attacks),
                         extra_attacks=[parse_attack(a) for a in extra], square_queries=square_queries, out=out,
                         progress=True)
@@ -58,12 +65,21 @@ def sanity_cmd(attacks: str, extra: tuple[str, ...], square_queries: int, out: s
 
 
 def _sanity_layout(r: Resolved) -> list[EvalConfig]:
-    """One configuration with the one ZeroPur variant checked. Its ``attacks`` stay the engine's default: the
-    checks choose their own attacks, and the report's ``config`` is as it always was."""
+    """One configuration with the one variant checked (ZeroPur's, or the one ``--defense`` names). Its
+    ``attacks`` stay the engine's default: the checks choose their own attacks, and the report's ``config`` is as
+    it always was."""
     from ..config import DefenseSpec, EvalConfig
     from ..defense.calibration import load_calibration
+    from ..errors import UserError
+    from ..runspec import build_variants, parse_defense
 
     base = {k: v for k, v in r.base.items() if k != "attacks"}
+    if any(parse_defense(d)[0] != "zeropur" for d in r.defenses):
+        variants = build_variants(r.defenses, r.stages, r.profiles, r.blurs, r.overrides)
+        if len(variants) != 1:
+            raise UserError(f"sanity checks one defense variant; --defense {' '.join(r.defenses)} makes "
+                            f"{len(variants)}: give one --defense with one --blur")
+        return [EvalConfig(**base, defenses=variants)]
     calibration = load_calibration(r.calibration_file).to_dict() if r.calibration_file else None
     defense = DefenseSpec(profile=r.profiles[0], stages=r.stages[0], blur=r.blurs[0], overrides=r.overrides,
                           calibration=calibration)

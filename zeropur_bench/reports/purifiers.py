@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,7 +26,8 @@ FAMILY_COLUMNS = {"bpda-eot": "BPDA+EOT", "pgd-eot": "Full gradient (PGD-EOT)", 
                   "defense-aware": "Defense-aware", "autoattack": "AutoAttack"}
 _ABBREV = {"bpda-eot": "B", "pgd-eot": "F", "square": "S", "defense-aware": "D", "autoattack": "A"}
 COLUMNS = ["Rank", "Classifier", "Defense", "Judged", "Clean", "Transfer PGD-20", *FAMILY_COLUMNS.values(),
-           "Order run", "Worst case [95% CI]", "Set by", "n (adaptive)", "Passes / prediction", "Minutes (adaptive)"]
+           "Order run", "Worst case [95% CI]", "Set by", "n (adaptive)", "Passes / prediction", "Minutes (adaptive)",
+           "Sanity checks"]
 
 
 @dataclass
@@ -34,13 +36,53 @@ class _Row:
     variant: VariantView
     transfer: RecordView | None = None
     adaptive: RecordView | None = None
+    sanity: str | None = None
 
 
 def _identity(rec: RecordView, v: VariantView) -> tuple[str, str, str]:
-    opts = {k: val for k, val in v.options.items() if k != "calibration"}  # its weight is a fitted fact, not a knob
+    return defense_identity(rec.model, v.name, v.options)
+
+
+def defense_identity(model: str, name: str, options: dict[str, Any]) -> tuple[str, str, str]:
+    """What makes two runs' variants one board row: the classifier, the defense and its options."""
+    opts = {k: val for k, val in options.items() if k != "calibration"}  # its weight is a fitted fact, not a knob
     if opts.get("stages") == "c" and opts.get("profile") in _SAME_C:  # ZeroPur-C: no fine stage, one defense
         opts["profile"] = _SAME_C[0]
-    return rec.model, v.name, json.dumps(opts, sort_keys=True, default=str)
+    return model, name, json.dumps(opts, sort_keys=True, default=str)
+
+
+SANITY_SCHEMA = "zeropur-bench/sanity/v2"
+
+
+def load_sanity_reports(folder: str | Path) -> list[dict[str, Any]]:
+    """The sanity reports (schema :data:`SANITY_SCHEMA`) under ``folder``, recursively; other JSON is skipped."""
+    out = []
+    for path in sorted(Path(folder).rglob("*.json")):
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(d, dict) and d.get("schema") == SANITY_SCHEMA:
+            out.append(d)
+    return out
+
+
+def sanity_verdicts(reports: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
+    """Per board row, the verdict of its sanity report (``zeropur-bench sanity``; the largest n where several):
+    'pass' or the flags raised, with n."""
+    best: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for rep in reports:
+        cfg = rep.get("config") or {}
+        (d,) = cfg.get("defenses") or [{}]
+        opts = d.get("options")
+        if not isinstance(opts, dict):  # a report made before defense options: ZeroPur's fields
+            opts = {k: d[k] for k in ("profile", "stages", "blur") if d.get(k) is not None}
+        key = defense_identity(str(cfg.get("model")), str(d.get("name") or "zeropur"), opts)
+        if key not in best or int(rep.get("n") or 0) > int(best[key].get("n") or 0):
+            best[key] = rep
+    return {k: (f"pass (n={r.get('n')})" if r.get("passed") else
+                f"flags: {', '.join(map(str, r.get('flags') or ['failed']))} (n={r.get('n')})")
+            for k, r in best.items()}
 
 
 # C runs no fine stage, so under 'authors' and 'calibrated' (which differ only there) it is one defense
@@ -102,7 +144,8 @@ def in_protocol(rec: RecordView) -> bool:
     return cascade or (len(rec.attacks) == 1 and rec.attacks[0].family == "autoattack")
 
 
-def collect(records: list[RecordView], models: list[str] | None = None) -> list[_Row]:
+def collect(records: list[RecordView], models: list[str] | None = None,
+            sanity: list[dict[str, Any]] | None = None) -> list[_Row]:
     """One row per (classifier, defense) with its largest transfer record (one with a PGD attack) and its largest
     adaptive record of the protocol (:func:`in_protocol`); sweeps are left out. ``models``: only these
     classifiers."""
@@ -122,6 +165,9 @@ def collect(records: list[RecordView], models: list[str] | None = None) -> list[
             elif any(a.family == "pgd" for a in rec.attacks):
                 if row.transfer is None or rec.n > row.transfer.n:
                     row.transfer = rec
+    verdicts = sanity_verdicts(sanity or [])
+    for key, row in rows.items():
+        row.sanity = verdicts.get(key)
     return list(rows.values())
 
 
@@ -134,7 +180,7 @@ def numbers(row: _Row) -> dict[str, Any]:
                          **{c: None for c in FAMILY_COLUMNS.values()}, "order_run": None, "worst_case": None,
                          "worst_case_ci_low": None, "worst_case_ci_high": None, "set_by": None, "n_adaptive": None,
                          "passes_per_prediction": row.variant.passes_per_prediction, "minutes_adaptive": None,
-                         "adaptive_record": None, "transfer_record": None}
+                         "adaptive_record": None, "transfer_record": None, "sanity": row.sanity}
     if row.transfer is not None:
         tv = next(v for v in row.transfer.variants.values() if _identity(row.transfer, v) == key)
         pgd = next(a.key for a in row.transfer.attacks if a.family == "pgd")
@@ -161,7 +207,8 @@ def _cells(row: _Row) -> dict[str, Any]:
     d: dict[str, Any] = {c: "–" for c in COLUMNS}
     d.update({"Classifier": f["classifier"], "Defense": f["defense"], "Judged": f["judged"] or "–",
               "Transfer PGD-20": _pct(f["transfer_pgd20"]), "Order run": f["order_run"] or "–",
-              "Set by": f["set_by"] or "–", "n (adaptive)": f["n_adaptive"] or "–"})
+              "Set by": f["set_by"] or "–", "n (adaptive)": f["n_adaptive"] or "–",
+              "Sanity checks": f["sanity"] or "not run"})
     if f["clean"] is not None:
         d["Clean"] = f"{_pct(f['clean'])} (n={f['clean_n']})"
     d.update({c: _pct(f[c]) for c in FAMILY_COLUMNS.values()})
@@ -181,10 +228,12 @@ def _judged(rec: RecordView) -> str:
     return f"{est} ({n})" if est == "worst-of-n" else str(est)
 
 
-def board(records: list[RecordView], models: list[str] | None = None) -> tuple[list[_Row], list[_Row]]:
+def board(records: list[RecordView], models: list[str] | None = None,
+          sanity: list[dict[str, Any]] | None = None) -> tuple[list[_Row], list[_Row]]:
     """(ranked, transfer only): the adaptive rows ranked by worst case (highest first; ties by clean), and the
-    rows with transfer numbers alone, which are never ranked."""
-    rows = collect(records, models)
+    rows with transfer numbers alone, which are never ranked. ``sanity``: sanity reports (JSON dicts) whose
+    verdicts fill the last column."""
+    rows = collect(records, models, sanity)
     ranked = sorted((r for r in rows if r.adaptive is not None),
                     key=lambda r: (-(r.variant.metric("worst_case_acc").acc or 0.0),
                                    -(r.variant.metric("defended_clean_acc").acc or 0.0), r.model, r.variant.key))

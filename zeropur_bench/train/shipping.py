@@ -41,7 +41,7 @@ def training_facts(ck: dict) -> dict:
     log = ck.get("log") or []
     seconds = sum(float(e.get(k, 0.0)) for e in log for k in ("train_seconds", "eval_seconds", "watch_seconds"))
     r = ck.get("recipe") or {}
-    return {"epochs_trained": len(log), "train_wall_hours": round(seconds / 3600, 2),
+    return {"epochs_trained": len(log), "train_wall_seconds": round(seconds),
             "devices_used": sorted({e["device"] for e in log if "device" in e}),
             "precision_by_epoch": r.get("precision_by_epoch"), "cpu": cpuinfo_field("model name"),
             "adversarial": (r.get("adversarial") or {"name": "none"}).get("name"),
