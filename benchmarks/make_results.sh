@@ -4,7 +4,7 @@
 # Run from the repository root with the data decoded (ZEROPUR_BENCH_DATA or ./data):
 #     bash benchmarks/make_results.sh [STEP ...]        # steps: tour cifar100 bpda-tour baselines sanity figures table2 hill da
 #                                                           calibration profiles adaptive50 table6-b table6-vs
-#                                                           sanity-b fig5 fastat purifiers
+#                                                           sanity-b fig5 table3 fastat purifiers
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZB="zeropur-bench"
@@ -105,6 +105,22 @@ for step in "${steps[@]}"; do
     da)         # Mao et al.'s defense-aware attack (λ 0.1 / 1 / 10, 10 steps) vs C-F
       $ZB run $R20 --n-ex 200 --batch-size 50 --setting adaptive --attack defense-aware --stages cf \
           --no-progress --out results/adaptive/ ;;
+    table3)     # issue 30: Table 3 (L2, eps 0.5) on the shipped ResNet-20s: C, C-F (authors) and C-F (calibrated) on one
+                # adversarial set per classifier; transfer PGD-20 (App. A.2: step 0.05) at n=1000, AutoAttack-rand at
+                # n=500 (N3_AA), then BPDA+EOT-50 at L2 against calibrated C-F (n=100); the paper's blur per recipe
+      for recipe in ${RECIPES:-vanilla standard strong}; do
+        blur=gaussian:1.2; [ $recipe = vanilla ] && blur=median:3
+        $ZB run --dataset cifar10 --threat l2 --model resnet20-cifar10-$recipe --blur $blur --defense zeropur \
+            --profile authors --profile calibrated --attack pgd --n-ex "${N3:-1000}" --batch-size 500 \
+            --no-progress --out results/
+        [ -n "${SKIP_AA:-}" ] || $ZB run --dataset cifar10 --threat l2 --model resnet20-cifar10-$recipe --blur $blur \
+            --defense zeropur --profile authors --profile calibrated --attack autoattack:version=rand \
+            --n-ex "${N3_AA:-500}" --batch-size 250 --no-progress --out results/
+        [ -n "${SKIP_ADAPTIVE:-}" ] || $ZB run --dataset cifar10 --threat l2 --model resnet20-cifar10-$recipe \
+            --blur $blur --profile calibrated --stages cf --setting adaptive --attack bpda-eot \
+            --n-ex "${N3_ADAPTIVE:-100}" --batch-size 50 --no-progress --out results/
+      done
+      $ZB table --out results/table3.md ;;
     fastat)     # issue 34: the static reference, fast adversarial training (Wong et al. 2020: FGSM-RS, eps 8/255, step
                 # 10/255, cyclic lr 0.2, 15 epochs, batch 128), bf16 where the CPU has it; then AutoAttack (standard,
                 # its own settings) on the bare model at n=1000, in batches that bank progress
