@@ -38,7 +38,9 @@ class PGDEOT(Attack):
                                 "surrogate": None, "verify_reps": 20, "verify_estimator": "majority",
                                 "probe": True, "max_batch": 256, "preset": None}
     param_specs = {"steps": STEPS, "step": STEP, "eot_iter": AT_LEAST_ONE, "random_start": FLAG,
-                   "surrogate": Param("word", choices=(None, "sign", "normalized")), "verify_reps": AT_LEAST_ONE,
+                   # any surrogate the defense names (ZeroPur: sign, normalized; JPEG: diff-jpeg), checked against
+                   # the defense in _check_params
+                   "surrogate": Param("word", optional=True), "verify_reps": AT_LEAST_ONE,
                    "verify_estimator": Param("word", choices=tuple(ESTIMATORS)), "probe": FLAG,
                    "max_batch": AT_LEAST_ONE, "preset": Param("word", choices=(None, *PRESETS))}
     needs_defense = True
