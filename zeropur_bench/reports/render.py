@@ -269,9 +269,12 @@ def render_markdown(doc: Document) -> str:
     out = [f"## Table {spec.number}. {spec.title}", "", _md(main_frame(spec, doc.prows, doc.rows)), ""]
     out += legend(spec) + ["", f"Paper rows: leaderboards/{spec.leaderboard} (each with its source)."]
     if any(r.purifier for r in doc.rows):
-        out += ["", "### Measured purifiers (no row of the paper's table)", "", _md(purifiers_frame(spec, doc.rows)),
+        out += ["", "### Measured purifiers (no row of the paper's table): measured here, one protocol", "",
+                _md(purifiers_frame(spec, doc.rows)),
                 "", "Other purifiers measured under the table's protocol (registered defenses and plugins): the "
-                "cells are as above; their robust accuracy is in the next section."]
+                "cells are as above; their robust accuracy is in the next section. Ranked by the worst case over "
+                "the whole adaptive cascade, beside ZeroPur and an adversarially trained reference, in "
+                "results/purifiers.md (`zeropur-bench purifiers`)."]
     if doc.rows:
         out += ["", "### Measured rows: robust accuracy (clean ∧ adversarial) and cost", "",
                 _md(compact_frame(spec, doc.rows)), "",
