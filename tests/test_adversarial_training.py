@@ -98,3 +98,27 @@ def test_checkpoint_from_before_the_new_recipe_keys_resumes(data_dir: str, tmp_p
     assert "--adversarial" not in cli_command(ck["config"]) and "--schedule" not in cli_command(ck["config"])
     done = train("cifar10", "resnet20", "vanilla", 2, tmp_path / "old", **kw)
     assert done["finished"] and done["recipe"]["adversarial"] == {"name": "none"}
+
+
+def test_shipped_fastat_reference_holds_its_floor_on_a_slice(data_dir: str) -> None:
+    """The static reference (resnet20-cifar10-fastat) loads by name, checked by sha256, and on the first 200 test
+    images keeps its clean accuracy and a white-box PGD-20 robust accuracy that a standard model does not have
+    (its AutoAttack floor at n=1000 is in results/purifiers/)."""
+    import torchattacks
+
+    from zeropur_bench import registry
+    from zeropur_bench.classifiers import load_classifier
+    from zeropur_bench.data import load_data
+
+    entry = registry.get("resnet20-cifar10-fastat")
+    assert entry.extra["adversarial"] == "fgsm-rs" and entry.extra["epochs_trained"] == 15
+    assert {c["rule"] for c in entry.calibrations} == {"scale", "clean-guard"}
+    model = load_classifier("resnet20-cifar10-fastat", "cifar10")
+    x, y = load_data("cifar10", "test", n=200, data_dir=data_dir)
+    with torch.no_grad():
+        clean = model(x).argmax(1) == y
+    torch.manual_seed(0)
+    adv = torchattacks.PGD(model, eps=8 / 255, alpha=2 / 255, steps=20, random_start=True)(x, y)
+    with torch.no_grad():
+        robust = (model(adv).argmax(1) == y) & clean
+    assert int(clean.sum()) == 132 and 0.30 <= float(robust.float().mean()) <= 0.40  # measured: 66.0% / 33.5%
