@@ -80,9 +80,26 @@ class MeasuredRow:
         return text + (f" ({', '.join(extra)})" if extra else "")
 
     @property
+    def named_model(self) -> str | None:
+        """The classifier's name where it says more than its augmentation recipe (the fast-AT ResNet-20 is
+        'standard' augmentation, adversarially trained), so that its row is not read as the recipe's model."""
+        model, recipe = str(self.record.model), self.record.recipe
+        if recipe and "-" in model and not model.endswith((f"-{recipe}", "-public")):
+            return model
+        return None
+
+    @property
+    def classifier(self) -> str:
+        """"ResNet-20 standard" (and the classifier's name where :attr:`named_model` gives one)."""
+        text = f"{self.arch.short} {self.record.recipe or ''}".rstrip()
+        return text + (f" ({self.named_model})" if self.named_model else "")
+
+    @property
     def where(self) -> str:
         """"ResNet-20, vanilla, blur median:3, n=1000"."""
         parts = [self.arch.short, self.record.recipe or "recipe not recorded"]
+        if self.named_model:
+            parts.append(self.named_model)
         if self.of_method and (self.paper is None or self.variant.blur != self.paper.blur):
             parts.append(f"blur {self.variant.blur}")
         if self.show_dataset:

@@ -153,7 +153,7 @@ def compact_frame(spec: TableSpec, rows: list[MeasuredRow]) -> pd.DataFrame:
     for r in rows:
         v = r.variant
         d = {"Row": f"{r.rid} {r.label}" + (f" vs {r.attack.key}" if r.attack is not None else "")
-             + f" · {r.arch.short} {r.record.recipe or ''}".rstrip(),
+             + f" · {r.classifier}",
              CLEAN_COL: pct_ci(*_mc(v.metric("defended_clean_acc"))) or MISSING}
         record = str(r.record.path or MISSING)
         for m in spec.metrics:
@@ -197,7 +197,7 @@ def suite_frame(rows: list[MeasuredRow]) -> pd.DataFrame:
     for r in rows:
         v = r.variant
         attacked = v.summary.get("attacked_n") or {}
-        d = {"Row": f"{r.rid} {r.label} · {r.arch.short} {r.record.recipe or ''}".rstrip(), "n": str(v.n),
+        d = {"Row": f"{r.rid} {r.label} · {r.classifier}", "n": str(v.n),
              CLEAN_COL: pct_ci(*_mc(v.metric("defended_clean_acc"))) or MISSING}
         for family, name in SUITE:
             a = _suite_attack(r, family)
