@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 from zeropur_bench.errors import UserError
 from zeropur_bench.train import cli_command, default_warmup, lr_at, train
-from zeropur_bench.train.adversarial import EPS, Normalized, craft, watch_accuracy
+from zeropur_bench.classifiers import Normalized
+from zeropur_bench.train.adversarial import EPS, craft, watch_accuracy
 
 KW = dict(batch_size=64, n_train=128, progress=False, eval_test=False, num_threads=1)
 
@@ -33,7 +34,7 @@ def test_crafted_examples_are_in_the_ball_and_raise_the_loss(name: str, standard
 
     x, y = load_data("cifar10", "test", n=64, data_dir=data_dir)
     # a copy: crafting in training mode updates BatchNorm's running statistics, as in the papers' training
-    model = Normalized(copy.deepcopy(standard_r20), torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1), channels_last=False)
+    model = Normalized(copy.deepcopy(standard_r20), [0.0, 0.0, 0.0], [1.0, 1.0, 1.0], channels_last=False)
     model.eval()  # the shipped classifier normalises inside
     torch.manual_seed(0)
     adv = craft(model, name, x, y, bf16=False)

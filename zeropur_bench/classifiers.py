@@ -37,16 +37,19 @@ DEFAULT_MODEL_DIR = "models"
 
 
 class Normalized(nn.Module):
-    """``net((x - mean) / std)``: a bare network with its input normalisation inside."""
+    """``net((x - mean) / std)``: a bare network with its input normalisation inside (``channels_last``: the
+    normalised input in that memory format, as training feeds a channels_last network)."""
 
-    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float], channels_last: bool = False
+                 ) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        self.net = net
+        self.net, self.channels_last = net, channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+        x = (x - self.mean) / self.std
+        return self.net(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
 
 
 @dataclass

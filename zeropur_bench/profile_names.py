@@ -12,3 +12,5 @@ from __future__ import annotations
 
 PROFILE_NAMES = ("authors", "paper", "calibrated")
 DEFAULT_PROFILE = "calibrated"
+# C runs no fine stage, so under these profiles (which differ only there) ZeroPur-C is one defense
+SAME_C_PROFILES = ("authors", "calibrated")

@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from ..keys import digest
+from ..profile_names import SAME_C_PROFILES
 from .view import DISPLAY_NAMES
 
 NA = "N/A"
@@ -35,7 +36,7 @@ RANKED_FIELDS = ("external", "autoattack_acc")
 _IGNORED = ("dtype", "channels_last", "seed", "grad_mode", "surrogate", "calibration")
 # ZeroPur-C runs no fine stage: under 'authors' and 'calibrated' (which differ only there) it is one defense.
 _FINE_ONLY = ("profile", "ila_weight", "ila_reduce", "ila_norm", "lpips_weight")
-_SAME_C = ("authors", "calibrated")
+_SAME_C = SAME_C_PROFILES
 
 
 def robustbench_architecture(arch: str) -> str:

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..profile_names import SAME_C_PROFILES
 from ..records.view import DISPLAY_NAMES, AttackView, Metric, RecordView, VariantView
 from .paper import PaperRow, TableSpec, arch_key
 
@@ -250,7 +251,7 @@ def same_defense(a: VariantView, b: VariantView) -> bool:
     if a.name != b.name or a.stages is None or b.stages is None:
         return False
     ra, rb = a.resolved, b.resolved
-    if a.stages == b.stages == "c" and ra and rb and {ra.get("profile"), rb.get("profile")} <= {"authors", "calibrated"}:
+    if a.stages == b.stages == "c" and ra and rb and {ra.get("profile"), rb.get("profile")} <= set(SAME_C_PROFILES):
         ra = {k: v for k, v in ra.items() if k not in _FINE_ONLY}
         rb = {k: v for k, v in rb.items() if k not in _FINE_ONLY}
     if ra and rb:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..profile_names import SAME_C_PROFILES as _SAME_C
 from ..records import RecordView
 from ..records.view import DISPLAY_NAMES, VariantView
 
@@ -84,9 +85,6 @@ def sanity_verdicts(reports: list[dict[str, Any]]) -> dict[tuple[str, str, str],
                 f"flags: {', '.join(map(str, r.get('flags') or ['failed']))} (n={r.get('n')})")
             for k, r in best.items()}
 
-
-# C runs no fine stage, so under 'authors' and 'calibrated' (which differ only there) it is one defense
-_SAME_C = ("authors", "calibrated")
 
 
 def defense_title(v: VariantView) -> str:

@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..classifiers import Normalized
 from ..errors import UserError
 
-__all__ = ["ADVERSARIAL", "N_WATCH", "Normalized", "adversarial_params", "check_adversarial", "craft",
+__all__ = ["ADVERSARIAL", "N_WATCH", "adversarial_params", "check_adversarial", "craft",
            "watch_accuracy"]
 
 EPS = 8 / 255
@@ -49,22 +50,6 @@ def adversarial_params(name: str) -> dict[str, Any]:
     spec = ADVERSARIAL[name]
     return {"name": name, **({} if spec is None else {"threat": "Linf", "library": "torchattacks", **spec,
                                                      "model_mode_while_crafting": "train"})}
-
-
-class Normalized(nn.Module):
-    """``net`` behind its input normalisation (and memory format), so that attacks work on [0, 1] images."""
-
-    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor, channels_last: bool) -> None:
-        super().__init__()
-        self.net, self.channels_last = net, channels_last
-        self.register_buffer("mean", mean, persistent=False)
-        self.register_buffer("std", std, persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.net(x)
 
 
 def _attack(model: nn.Module, name: str, train_mode: bool) -> Any:

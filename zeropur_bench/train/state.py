@@ -16,7 +16,8 @@ from ..archs import build_arch
 from ..augment import aug_params
 from ..data import DATASETS, load_data
 from ..errors import UserError
-from .adversarial import Normalized, adversarial_params
+from ..classifiers import Normalized
+from .adversarial import adversarial_params
 from .common import device_info, resolve_device, to_cpu, to_u8, write_atomic
 from .config import (BEST, CHECKPOINT, FORMAT, MODEL, NORMALIZATION, RECIPE_DEFAULTS, RECIPE_KEYS, TrainConfig,
                      cli_command)
@@ -154,7 +155,7 @@ def build(config: TrainConfig) -> Run:
     if c.channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(net.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
-    attacked = Normalized(net, mean, std, c.channels_last) if c.adversarial != "none" else None
+    attacked = Normalized(net, norm["mean"], norm["std"], c.channels_last).to(dev) if c.adversarial != "none" else None
     return Run(attacked=attacked, config=c, dev=dev, dev_info=dev_info, say=say, out=out, recipe=recipe, command=command, x_tr=x_tr,
                y_tr=y_tr, tr_info=tr_info, norm=norm, mean=mean, std=std, steps_per_epoch=steps_per_epoch,
                total_steps=steps_per_epoch * c.epochs, net=net, opt=opt, bf16=bf16)
