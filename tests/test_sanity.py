@@ -148,3 +148,31 @@ def test_sanity_checks_any_registered_defense(data_dir, tmp_path):
     (verdict,) = sanity_verdicts(load_sanity_reports(tmp_path)).items()
     assert verdict[0] == defense_identity("resnet20-cifar10-standard", "bit-depth", {})
     assert verdict[1].endswith("(n=4)")
+
+
+def test_sanity_default_attack_follows_the_defenses_gradient(data_dir, tmp_path):
+    """A defense without BPDA (random resize-and-pad changes the shape) gets PGD-EOT through the full gradient as
+    the sanity checks' default attack, and the checks run on it, judged worst-of-N; BPDA+EOT stays the default for
+    one that offers BPDA (bit-depth, and ZeroPur, a factory that says only once built)."""
+    from click.testing import CliRunner
+
+    from zeropur_bench.cli import main
+    from zeropur_bench.defense import registered as get_defense
+    from zeropur_bench.sanity import DEFAULT_ATTACK, FULL_GRADIENT_ATTACK, default_attack
+
+    assert get_defense("random-resize-pad").gradients == ("full",)
+    assert get_defense("bit-depth").gradients == ("bpda",)
+    assert default_attack(DefenseSpec(name="random-resize-pad")) == FULL_GRADIENT_ATTACK
+    assert default_attack(DefenseSpec(name="bit-depth")) == DEFAULT_ATTACK
+    assert default_attack(DefenseSpec(profile="authors", stages="c")) == DEFAULT_ATTACK
+    out = tmp_path / "s.json"
+    res = CliRunner().invoke(main, ["sanity", "--model", "resnet20-cifar10-standard", "--defense",
+                                    "random-resize-pad", "--estimator", "worst-of-n", "--estimator-n", "10",
+                                    "--n-ex", "4", "--batch-size", "4", "--square-queries", "10",
+                                    "--data-dir", data_dir, "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text())
+    assert rep["params"]["attack"]["name"] == "pgd-eot" and rep["params"]["steps"] == 10
+    assert rep["config"]["defenses"][0]["name"] == "random-resize-pad"
+    assert rep["config"]["estimator"] == "worst-of-n"
+    assert len(rep["checks"]) == 4

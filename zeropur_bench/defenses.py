@@ -89,6 +89,9 @@ class DefenseEntry:
     validate: Callable[[dict[str, Any]], None] | None = None  # the defense's own checks of its options
     expand_rule: Expand | None = None
     order: int = 2  # display order of its variants in a run (the bare classifier 0, the blur alone 1)
+    # the gradient access it offers (Purifier.gradients), known before it is built for a registered class; None for
+    # a factory, which says only once built
+    gradients: tuple[str, ...] | None = None
 
     def expand(self, options: dict[str, Any], run: VariantOptions) -> list[tuple[dict[str, Any], str | None]]:
         """The variants ``--defense NAME:options`` stands for, as (options, label or None): the defense's own rule
@@ -202,7 +205,8 @@ def register_defense(name: str, *, factory: Factory | None = None, option_specs:
             target.name = name
             doc = (inspect.getdoc(target) or name).splitlines()[0]
             entry = DefenseEntry(name, _class_factory(target), specs, found, summary or doc, _source(target),
-                                 open_, label, record_fields, from_record_fields, validate, expand, order)
+                                 open_, label, record_fields, from_record_fields, validate, expand, order,
+                                 tuple(target.gradients))
         else:
             entry = DefenseEntry(name, factory, dict(option_specs or {}), dict(defaults or {}), summary or name,
                                  _source(factory), open_options, label, record_fields, from_record_fields, validate,

@@ -53,6 +53,7 @@ from .threats import THREATS
 
 DEFAULT_EPS_GRID = (8 / 255, 16 / 255, 32 / 255, 64 / 255)
 DEFAULT_ATTACK = AttackSpec("bpda-eot", {"steps": 10})
+FULL_GRADIENT_ATTACK = AttackSpec("pgd-eot", {"steps": 10})  # the default where a defense offers no BPDA
 DEFAULT_SQUARE_QUERIES = 100
 TRANSFER_ATTACK = AttackSpec("pgd")  # PGD-20, step eps/4 (paper App. A.2)
 
@@ -201,10 +202,17 @@ class _Plan:
         return bare_sweep_attack(self.steps)
 
 
+def default_attack(defense: DefenseSpec) -> AttackSpec:
+    """The sanity checks' gradient attack when none is given: BPDA+EOT (10 steps), or PGD-EOT through the full
+    gradient (10 steps) for a defense that offers no BPDA (random resize-and-pad, Mixup Inference)."""
+    gradients = defense.entry.gradients
+    return FULL_GRADIENT_ATTACK if gradients is not None and "bpda" not in gradients else DEFAULT_ATTACK
+
+
 def _plan(config: EvalConfig, attack: AttackSpec | dict | None, eps_grid: Sequence[float], steps_factor: int,
           square_queries: int, extra_attacks: Sequence[AttackSpec | dict]) -> _Plan:
     """Validate the arguments of :func:`run_sanity` (a :class:`UserError` before any work)."""
-    attack = attack if attack is not None else DEFAULT_ATTACK
+    attack = attack if attack is not None else default_attack(config.defenses[-1])
     if isinstance(attack, dict):
         attack = AttackSpec(**attack)
     extra = [a if isinstance(a, AttackSpec) else AttackSpec(**a) for a in extra_attacks]
@@ -351,7 +359,8 @@ def run_sanity(config: EvalConfig, *, data_dir: str | os.PathLike | None = None,
                alpha: float = 0.05, out: str | os.PathLike | None = None, progress: bool = False) -> dict:
     """Run the four sanity checks (module docstring) on the primary defense variant of ``config``.
 
-    ``attack``: the adaptive gradient attack (default ``bpda-eot`` with 10 steps; its step count is read from
+    ``attack``: the adaptive gradient attack (default ``bpda-eot`` with 10 steps, ``pgd-eot`` with 10 steps for a
+    defense that offers no BPDA: :func:`default_attack`; its step count is read from
     ``steps``/``n_iter`` or the attack's default). ``extra_attacks``: more adaptive gradient attacks run at the
     config's eps and counted in the gradient side of checks 3–4 (e.g. ``defense-aware``). Returns a JSON-able
     report ``{"checks": [...], "flags": [...], "n", "config", ...}``, also written to ``out`` if given.

@@ -28,8 +28,9 @@ CHANGES: dict[str, dict[str, Any]] = {
                      help="authors, paper or calibrated (as for `run`)."),
     "blur": dict(multiple=False, default=None, help="Default: the paper's blur for the classifier's recipe."),
     "zp_overrides": dict(help="ZeroPur overrides, e.g. 'coarse_steps=5'."),
-    "attacks": dict(multiple=False, default="bpda-eot:steps=10", show_default=True,
-                    help="The adaptive gradient attack of the eps sweep and the convergence check."),
+    "attacks": dict(multiple=False, default=None,
+                    help="The adaptive gradient attack of the eps sweep and the convergence check [default: "
+                         "bpda-eot:steps=10; pgd-eot:steps=10 for a defense that offers no BPDA]."),
     "n_ex": dict(default=100, show_default=True, help=None),
     "out": dict(help="Report path (default: results/sanity/<dataset>-<model>-<stages>.json)."),
 }
@@ -57,7 +58,7 @@ def sanity_cmd(attacks: str, extra: tuple[str, ...], square_queries: int, out: s
     (variant,) = config.defenses
     tag = opts.stages[0] if variant.name == "zeropur" else variant.key
     out = out or f"results/sanity/{config.dataset}-{Path(config.model).name}-{tag}.json"
-    report = run_sanity(config, data_dir=opts.data_dir, attack=parse_attack(attacks),
+    report = run_sanity(config, data_dir=opts.data_dir, attack=parse_attack(attacks) if attacks else None,
                         extra_attacks=[parse_attack(a) for a in extra], square_queries=square_queries, out=out,
                         progress=True)
     click.echo(sanity_report_text(report))
