@@ -155,7 +155,8 @@ for step in "${steps[@]}"; do
           $ZB sanity --model $clf --defense $d --n-ex 100 $est --out results/purifiers/sanity-$clf-$d.json
         done
       done
-      $ZB purifiers --results results/purifiers --results results --out results/purifiers.md ;;
+      $ZB purifiers --results results/purifiers --results results --model resnet20-cifar10-standard \
+          --model resnet20-cifar10-fastat --out results/purifiers.md ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

@@ -110,7 +110,7 @@ def _own_autoattack(raw: dict, v: dict) -> list[float]:
 
 def test_one_offline_page_per_dataset_and_threat(site):
     pages = sorted(p.name for p in site.glob("*.html"))
-    assert pages == ["cifar10-Linf.html", "cifar100-Linf.html", "index.html"]
+    assert pages == ["cifar10-L2.html", "cifar10-Linf.html", "cifar100-Linf.html", "index.html"]
     for name in pages:
         page = _parse(site / name)
         assert page.external == []  # no CDN, no external script or stylesheet: works from the file system
@@ -153,7 +153,7 @@ def test_ranked_table_matches_the_records_number_by_number(site):
 
 
 def test_transfer_rows_are_a_separate_unranked_section(site):
-    for name in ("cifar10-Linf.html", "cifar100-Linf.html"):
+    for name in ("cifar10-L2.html", "cifar10-Linf.html", "cifar100-Linf.html"):
         page_path = site / name
         page = _parse(page_path)
         transfer = [t for t in page.tables if "transfer" in t["class"]]
@@ -168,12 +168,13 @@ def test_transfer_rows_are_a_separate_unranked_section(site):
             assert _cell(row, "transfer")["sort"] == _pct(v["summary"]["worst_case_acc"])
             assert _cell(row, "clean")["sort"] == _pct(v["summary"]["defended_clean_acc"])
             assert _cell(row, "unreliable")["text"] == "yes"
-    assert not [t for t in _parse(site / "cifar100-Linf.html").tables if "ranked" in t["class"]]  # transfer only
+    for name in ("cifar10-L2.html", "cifar100-Linf.html"):  # transfer records only: nothing ranked
+        assert not [t for t in _parse(site / name).tables if "ranked" in t["class"]]
 
 
 def test_every_record_variant_is_on_exactly_one_row(site):
     seen = []
-    for name in ("cifar10-Linf.html", "cifar100-Linf.html"):
+    for name in ("cifar10-L2.html", "cifar10-Linf.html", "cifar100-Linf.html"):
         for table in _parse(site / name).tables:
             for row in table["rows"]:
                 for a in _cell(row, "records")["links"]:

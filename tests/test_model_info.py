@@ -53,7 +53,7 @@ def test_committed_model_info_is_robustbench_view_of_the_record(rec: RecordView)
     assert None not in mi.values()  # keys absent rather than null (RobustBench's readers choke on null)
     for k in ("link", "name", "authors", "venue", "architecture", "eps", "clean_acc", "footnote", "id"):
         assert isinstance(mi[k], str) and mi[k], k
-    assert mi["venue"] == "N/A" and mi["authors"] == "N/A" and mi["eps"] == "8/255"
+    assert mi["venue"] == "N/A" and mi["authors"] == "N/A" and mi["eps"] == {"linf": "8/255", "l2": "0.5"}[rec.threat]
     assert re.fullmatch(r"(ResNet|PreActResNet|WideResNet)-\d+(-\d+)?", mi["architecture"]), mi["architecture"]
     assert re.fullmatch(r"[A-Za-z0-9_.-]+", mi["id"])
     assert mi["clean_acc"] == _pct(s["defended_clean_acc"])  # the DEFENDED model's clean accuracy

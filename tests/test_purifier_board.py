@@ -79,3 +79,17 @@ def test_command_writes_both_files_and_keeps_a_users_file(tmp_path: Path) -> Non
     res = runner.invoke(main, ["purifiers", "--out", str(mine), "--results", str(REPO / "results")])
     assert res.exit_code == 2 and mine.read_text() == "my notes\n"
     assert not mine.with_suffix(".csv").exists()
+
+
+def test_only_the_boards_threat_enters_it(records) -> None:
+    """Table 3's L2 records (same classifiers, same ZeroPur variants, n=1000) never lend the L∞ board a clean or
+    transfer number: every row's records are CIFAR-10 L∞ 8/255, and the committed L2 record would be picked
+    otherwise (it is as large as the L∞ one)."""
+    l2 = [r for r in records if r.threat == "l2" and r.model == STD]
+    assert l2 and max(r.n for r in l2) == 1000
+    ranked, rest = board(records, [STD])
+    used = [rec for row in [*ranked, *rest] for rec in (row.transfer, row.adaptive) if rec is not None]
+    assert used and all(r.threat == "linf" and abs(r.eps - 8 / 255) < 1e-9 for r in used)
+    (cf,) = [r for r in ranked if r.variant.stages == "cf" and r.variant.profile == "calibrated"]
+    l2_cf = next(v for r in l2 for v in r.variants.values() if v.stages == "cf" and v.profile == "calibrated")
+    assert cf.transfer.threat == "linf" and numbers(cf)["transfer_pgd20"] != l2_cf.metric("robust_acc", "PGD-20").acc

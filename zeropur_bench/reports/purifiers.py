@@ -132,6 +132,17 @@ def _minutes(rec: RecordView) -> float | None:
     return sum(float(s) for s in secs if isinstance(s, (int, float))) * rec.n / 60
 
 
+# the board's threat (issue 34: one protocol for every row); a record of another dataset or threat never enters it
+BOARD_DATASET, BOARD_THREAT, BOARD_EPS = "cifar10", "linf", 8 / 255
+
+
+def same_threat(rec: RecordView) -> bool:
+    """A CIFAR-10 record at L∞ 8/255, the board's threat (an L2 Table 3 record of the same classifier and defense
+    must not lend it its transfer column)."""
+    return (rec.dataset == BOARD_DATASET and rec.threat == BOARD_THREAT
+            and abs(rec.eps - BOARD_EPS) < 1e-9)
+
+
 def in_protocol(rec: RecordView) -> bool:
     """An adaptive record of the board's protocol: a cascade (the suite, each attack on the survivors), or
     AutoAttack alone (the static reference, as RobustBench evaluates it). A single gradient attack is not the
@@ -145,11 +156,12 @@ def in_protocol(rec: RecordView) -> bool:
 def collect(records: list[RecordView], models: list[str] | None = None,
             sanity: list[dict[str, Any]] | None = None) -> list[_Row]:
     """One row per (classifier, defense) with its largest transfer record (one with a PGD attack) and its largest
-    adaptive record of the protocol (:func:`in_protocol`); sweeps are left out. ``models``: only these
+    adaptive record of the protocol (:func:`in_protocol`), at the board's threat only (:func:`same_threat`); sweeps
+    are left out. ``models``: only these
     classifiers."""
     rows: dict[tuple[str, str, str], _Row] = {}
     for rec in records:
-        if models is not None and rec.model not in models:
+        if (models is not None and rec.model not in models) or not same_threat(rec):
             continue
         for v in rec.variants.values():
             if v.sweep:
