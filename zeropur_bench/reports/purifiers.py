@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..config import default_eps
 from ..profile_names import SAME_C_PROFILES as _SAME_C
 from ..records import RecordView
 from ..records.view import DISPLAY_NAMES, VariantView
@@ -86,7 +87,6 @@ def sanity_verdicts(reports: list[dict[str, Any]]) -> dict[tuple[str, str, str],
             for k, r in best.items()}
 
 
-
 def defense_title(v: VariantView) -> str:
     """How the board names a defense: display name, then its options (ZeroPur: stages and profile)."""
     name = DISPLAY_NAMES.get(v.name, v.name)
@@ -132,8 +132,10 @@ def _minutes(rec: RecordView) -> float | None:
     return sum(float(s) for s in secs if isinstance(s, (int, float))) * rec.n / 60
 
 
-# the board's threat (issue 34: one protocol for every row); a record of another dataset or threat never enters it
-BOARD_DATASET, BOARD_THREAT, BOARD_EPS = "cifar10", "linf", 8 / 255
+# the board's threat (issue 34: one protocol for every row, the paper's eps); a record of another dataset or threat
+# never enters it
+BOARD_DATASET, BOARD_THREAT = "cifar10", "linf"
+BOARD_EPS = default_eps(BOARD_DATASET, BOARD_THREAT)
 
 
 def same_threat(rec: RecordView) -> bool:
@@ -157,8 +159,7 @@ def collect(records: list[RecordView], models: list[str] | None = None,
             sanity: list[dict[str, Any]] | None = None) -> list[_Row]:
     """One row per (classifier, defense) with its largest transfer record (one with a PGD attack) and its largest
     adaptive record of the protocol (:func:`in_protocol`), at the board's threat only (:func:`same_threat`); sweeps
-    are left out. ``models``: only these
-    classifiers."""
+    are left out. ``models``: only these classifiers."""
     rows: dict[tuple[str, str, str], _Row] = {}
     for rec in records:
         if (models is not None and rec.model not in models) or not same_threat(rec):
