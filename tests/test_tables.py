@@ -576,13 +576,36 @@ def test_adaptive_column_filled_only_by_same_checkpoint_and_defense() -> None:
     assert all(c.endswith("(40 steps, n=100)") for c in _adaptive_cells([transfer, same, _adaptive(SHA_A, steps=40)]))
 
 
-def test_adaptive_column_only_in_table2() -> None:
-    kw = {3: {"threat": "l2", "eps": 0.5}, 4: {"dataset": "cifar100"},
-          5: {"dataset": "imagenet", "eps": 4 / 255, "attacks": [AA_RAND]}, 6: {"setting": "adaptive",
-                                                                             "attacks": [BPDA50]}}
+def test_adaptive_column_only_in_tables_2_and_3() -> None:
+    kw = {4: {"dataset": "cifar100"}, 5: {"dataset": "imagenet", "eps": 4 / 255, "attacks": [AA_RAND]},
+          6: {"setting": "adaptive", "attacks": [BPDA50]}}
     for t, k in kw.items():
         assert ADAPTIVE_COL not in _compact(render_table(t, [make_record(**k)]))[0]
     assert ADAPTIVE_COL in _compact(render_table(2, [make_record()]))[0]
+    assert ADAPTIVE_COL in _compact(render_table(3, [make_record(threat="l2", eps=0.5)]))[0]
+
+
+def test_table3_adaptive_column_takes_only_an_l2_record_at_its_eps() -> None:
+    """Table 3 (issue 30): the BPDA+EOT cell of an L2 row comes from an L2 adaptive record at eps 0.5 of the same
+    classifier and defense, never from an L-inf record (Table 2's) or another L2 radius; a row without one is listed
+    as missing with a command that runs it at L2."""
+    transfer = make_record(threat="l2", eps=0.5)
+    linf = _adaptive(SHA_A, path="results/linf.json")
+    l2_other_eps = _adaptive(SHA_A, threat="l2", eps=1.0, path="results/l2-1.json")
+    l2 = _adaptive(SHA_A, steps=50, threat="l2", eps=0.5, path="results/l2.json")
+    cells = lambda recs: [r[ADAPTIVE_COL] for r in _compact(render_table(3, recs))]  # noqa: E731
+    assert cells([transfer, linf, l2_other_eps]) == [MISSING, MISSING]
+    item = next(i for i in _missing(render_table(3, [transfer, linf])) if i.startswith("BPDA+EOT column for"))
+    assert _commands(item) == [f"zeropur-bench run --dataset cifar10 --threat l2 --model resnet20 --checkpoint "
+                               f"{RESNET20_CKPT} --recipe standard --stages c --stages cf --profile paper "
+                               "--blur gaussian:1.2 --setting adaptive --attack bpda-eot --n-ex 200"]
+    got = cells([transfer, linf, l2_other_eps, l2])
+    for row, cell in zip(_compact(render_table(3, [transfer, l2])), got):
+        s = l2["variants"][_variant_of(row["Row"].split(" ", 1)[1])]["summary"]
+        key = "bpda-eot[steps=50]"
+        assert cell == f"{pct_ci(s['robust_acc'][key], s['ci95']['robust_acc'][key], 1)} (50 steps, n=100)"
+    # Table 2 never takes the L2 record
+    assert _adaptive_cells([make_record(), l2]) == [MISSING, MISSING]
 
 
 def test_compact_table_names_passes_and_record() -> None:

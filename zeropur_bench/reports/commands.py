@@ -106,7 +106,7 @@ def missing_attacks(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
 
 
 def missing_adaptive(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
-    """Table 2's adaptive column: one command per classifier that makes the adaptive record of every ZeroPur
+    """Tables 2 and 3's adaptive column: one command per classifier that makes the adaptive record of every ZeroPur
     variant of it that has none."""
     if not spec.adaptive_column:
         return []

@@ -34,7 +34,7 @@ class Arch:
 
 @dataclass
 class Adaptive:
-    """Table 2's adaptive column: robust accuracy under BPDA+EOT (any step) from an adaptive record."""
+    """Tables 2 and 3's adaptive column: robust accuracy under BPDA+EOT (any step) from an adaptive record."""
 
     metric: Metric
     attack: AttackView
@@ -213,7 +213,7 @@ def _supersedes(o: MeasuredRow, r: MeasuredRow, earlier: bool) -> bool:
     return (o.record.cascade, earlier) > (r.record.cascade, False)
 
 
-# -- the same defended model (Table 2's adaptive column) ------------------------------------------------------------
+# -- the same defended model (Tables 2 and 3's adaptive column) ------------------------------------------------------------
 def same_model(a: RecordView, b: RecordView) -> bool:
     """Same classifier: the same checkpoint sha256; where either lacks one, the same ``config.checkpoint``; for
     zoo models without a file, the same comparison model entry."""
