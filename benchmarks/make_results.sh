@@ -135,9 +135,12 @@ for step in "${steps[@]}"; do
                 # PGD-EOT where the purifier offers one, Square-1000, AutoAttack through BPDA ('rand' with EOT 20 on
                 # a randomised purifier; through the full gradient where BPDA is not offered). A randomised purifier
                 # is judged worst-of-10, clean and attacked alike.
+                # ZeroPur (calibrated C and C-F, the shipped recipe's blur) is measured at n=100 under BPDA+EOT-50 then
+                # Square-1000, as issue 34 sizes it. The default list is the board's protocol (reports.purifiers).
+      protocol=$(python -c "from zeropur_bench.reports.purifiers import PROTOCOL_NAMES; print(' '.join(PROTOCOL_NAMES))")
       for clf in ${CLASSIFIERS:-resnet20-cifar10-standard resnet20-cifar10-fastat}; do
-        for d in ${PURIFIERS:-bit-depth median-smoothing jpeg tvm random-resize-pad mixup-inference anti-adversary}; do
-          est=""; n=${N_PURIFIERS:-500}
+        for d in ${PURIFIERS:-$protocol}; do
+          est=""; n=${N_PURIFIERS:-500}; bs=250; def="--defense $d"; sanity_def="$def"
           case $d in tvm|random-resize-pad|mixup-inference) est="--estimator worst-of-n --estimator-n 10" ;; esac
           case $d in
             bit-depth)        atk="--attack bpda-eot --attack square:n_queries=1000 --attack autoattack-bpda" ;;
@@ -146,13 +149,16 @@ for step in "${steps[@]}"; do
                               atk="--attack pgd-eot --attack square:n_queries=1000 --attack autoattack:version=rand" ;;
             anti-adversary)   atk="--attack bpda-eot --attack pgd-eot --attack square:n_queries=1000 --attack autoattack-bpda"
                               n=${N_ANTI:-200} ;;
+            zeropur)          atk="--attack bpda-eot --attack square:n_queries=1000"; n=${N_ZEROPUR:-100}; bs=10
+                              def="--defense zeropur --profile calibrated --stages c --stages cf --blur gaussian:1.2"
+                              sanity_def="--defense zeropur --profile calibrated --stages cf --blur gaussian:1.2" ;;
             *)                atk="--attack bpda-eot --attack pgd-eot --attack square:n_queries=1000 --attack autoattack-bpda" ;;
           esac
-          $ZB run --model $clf --defense $d --attack pgd --n-ex 1000 --batch-size 250 $est --no-progress \
+          $ZB run --model $clf $def --attack pgd --n-ex 1000 --batch-size 250 $est --no-progress \
               --out results/purifiers/
-          $ZB run --model $clf --defense $d --setting adaptive --cascade $atk --n-ex $n --batch-size 250 $est \
+          $ZB run --model $clf $def --setting adaptive --cascade $atk --n-ex $n --batch-size $bs $est \
               --no-progress --out results/purifiers/
-          $ZB sanity --model $clf --defense $d --n-ex 100 $est --out results/purifiers/sanity-$clf-$d.json
+          $ZB sanity --model $clf $sanity_def --n-ex 100 $est --out results/purifiers/sanity-$clf-$d.json
         done
       done
       $ZB purifiers --results results/purifiers --results results --model resnet20-cifar10-standard \

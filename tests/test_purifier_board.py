@@ -93,3 +93,25 @@ def test_only_the_boards_threat_enters_it(records) -> None:
     (cf,) = [r for r in ranked if r.variant.stages == "cf" and r.variant.profile == "calibrated"]
     l2_cf = next(v for r in l2 for v in r.variants.values() if v.stages == "cf" and v.profile == "calibrated")
     assert cf.transfer.threat == "linf" and numbers(cf)["transfer_pgd20"] != l2_cf.metric("robust_acc", "PGD-20").acc
+
+
+def test_unmeasured_protocol_rows_are_listed_with_their_command(records) -> None:
+    """A short board is not read as a complete one: each named classifier lists the protocol's defenses that have no
+    ranked row on it, and a defense leaves the list exactly when its adaptive record is found."""
+    from zeropur_bench.reports.purifiers import PROTOCOL, unmeasured
+
+    fresh = "resnet20-cifar10-nowhere"
+    ranked, rest = board(records, [STD, fresh])
+    got = unmeasured(ranked, [STD, fresh])
+    assert got[fresh] == list(PROTOCOL)  # nothing measured on it: every protocol row
+    ranked_std = {(r.variant.name, r.variant.stages) for r in ranked if r.model == STD}
+    assert ("bit-depth", None) in ranked_std and ("zeropur", "cf") in ranked_std
+    assert all(name != "bit-depth" and opts != {"stages": "cf"} for name, opts in got.get(STD, []))
+    # without bit-depth's adaptive record, bit-depth is listed again (its transfer record alone does not rank it)
+    no_bd = [r for r in records if not (r.setting == "adaptive" and any(v.name == "bit-depth" for v in r.variants.values()))]
+    ranked2, rest2 = board(no_bd, [STD])
+    assert ("bit-depth", {}) in unmeasured(ranked2, [STD])[STD]
+    md = render_board(ranked2, rest2, models=[STD])
+    line = next(ln for ln in md.split("## Not measured yet", 1)[1].splitlines() if ln.startswith(f"- {STD}:"))
+    assert "bit-depth" in line and f"`CLASSIFIERS={STD} PURIFIERS=\"bit-depth" in line
+    assert "## Not measured yet" not in render_board(ranked2, rest2)  # no classifiers named: no list

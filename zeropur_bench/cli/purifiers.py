@@ -13,7 +13,8 @@ from ..errors import UserError, friendly, one_line
               "rows is written beside it).")
 @click.option("--results", "results_dirs", multiple=True, default=("results",), show_default=True,
               help="Folder of run records (searched recursively); repeatable.")
-@click.option("--model", "models", multiple=True, help="Only these classifiers (repeatable). Default: all.")
+@click.option("--model", "models", multiple=True, help="Only these classifiers (repeatable). Default: all. Named "
+              "classifiers also get a 'Not measured yet' list: the protocol's defenses with no ranked row on them.")
 @friendly
 def purifiers_cmd(out: str, results_dirs: tuple[str, ...], models: tuple[str, ...]) -> None:
     """Rank every measured defense by the worst case over an adaptive cascade (or AutoAttack alone, for a
@@ -46,7 +47,7 @@ def purifiers_cmd(out: str, results_dirs: tuple[str, ...], models: tuple[str, ..
     for w in caught:
         click.echo(f"warning: {one_line(str(w.message))}", err=True)
     ranked, rest = board(records, list(models) or None, sanity)
-    text = render_board(ranked, rest)
+    text = render_board(ranked, rest, models=list(models))
     write_text_atomic(path, add_mark(text, "purifiers", "markdown"))
     write_text_atomic(csv_path, add_mark(render_board(ranked, rest, "csv"), "purifiers", "csv"))
     click.echo(text)

@@ -251,9 +251,41 @@ def board(records: list[RecordView], models: list[str] | None = None,
     return ranked, [r for r in rows if r.adaptive is None]
 
 
-def render_board(ranked_rows: list[_Row], transfer_rows: list[_Row], fmt: str = "markdown") -> str:
-    """The board as markdown (a heading, the ranking, the transfer-only section) or CSV (every number at full
-    precision: ranked rows with their rank, then the transfer-only ones with none)."""
+# The board's protocol (issue 34): the defenses every board classifier is to be measured with, as (registered name,
+# the options that tell its rows apart); benchmarks/make_results.sh `purifiers` runs them (PURIFIERS lists the names).
+# ZeroPur is two rows (calibrated C and C-F); the classifier alone is the static reference, ranked on the adversarially
+# trained classifier only (a standard classifier's is 0%: nothing to compare with).
+PROTOCOL: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("bit-depth", {}), ("median-smoothing", {}), ("jpeg", {}), ("tvm", {}), ("random-resize-pad", {}),
+    ("mixup-inference", {}), ("anti-adversary", {}), ("zeropur", {"stages": "c"}), ("zeropur", {"stages": "cf"}))
+PROTOCOL_NAMES = tuple(dict.fromkeys(name for name, _ in PROTOCOL))
+
+
+def _protocol_title(name: str, options: dict[str, Any]) -> str:
+    title = DISPLAY_NAMES.get(name, name)
+    return f"{title} {'C-F' if options.get('stages') == 'cf' else 'C'}" if name == "zeropur" else title
+
+
+def unmeasured(ranked_rows: list[_Row], models: list[str]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """Per board classifier (``models``), the defenses of :data:`PROTOCOL` with no ranked row on it yet (no adaptive
+    record of the protocol, any options of theirs): what the board does not say, so that a short board is not read
+    as a complete one."""
+    out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
+    for model in models:
+        have = [r.variant for r in ranked_rows if r.model == model]
+        missing = [(name, opts) for name, opts in PROTOCOL
+                   if not any(v.name == name and all(v.options.get(k) == val for k, val in opts.items())
+                              for v in have)]
+        if missing:
+            out[model] = missing
+    return out
+
+
+def render_board(ranked_rows: list[_Row], transfer_rows: list[_Row], fmt: str = "markdown",
+                 models: list[str] | None = None) -> str:
+    """The board as markdown (a heading, the ranking, the transfer-only section, and with ``models`` the protocol's
+    rows not measured yet on those classifiers: :func:`unmeasured`) or CSV (every number at full precision: ranked
+    rows with their rank, then the transfer-only ones with none)."""
     if fmt == "csv":
         frame = pd.DataFrame([{"rank": i + 1, **numbers(r)} for i, r in enumerate(ranked_rows)]
                              + [{"rank": None, **numbers(r)} for r in transfer_rows])
@@ -273,4 +305,14 @@ def render_board(ranked_rows: list[_Row], transfer_rows: list[_Row], fmt: str = 
            ranked.to_markdown(index=False, disable_numparse=True) if len(ranked) else "(no adaptive record yet)"]
     if len(transfer_only):
         out += ["", "## transfer only: not a robustness claim", "", transfer_only.to_markdown(index=False, disable_numparse=True)]
+    missing = unmeasured(ranked_rows, models or [])
+    if missing:
+        out += ["", "## Not measured yet", "",
+                "The protocol's defenses with no adaptive row on a board classifier: this board does not rank them "
+                "(a defense missing here is unmeasured, not robust or broken). Each line is the command that "
+                "measures them (clean and transfer PGD-20 at n=1000, the cascade, the sanity checks), from a "
+                "clone of the repository.", ""]
+        out += [f"- {model}: {', '.join(_protocol_title(*d) for d in ds)}: `CLASSIFIERS={model} "
+                f"PURIFIERS=\"{' '.join(dict.fromkeys(name for name, _ in ds))}\" bash benchmarks/make_results.sh "
+                "purifiers`" for model, ds in missing.items()]
     return "\n".join(out) + "\n"
