@@ -189,6 +189,19 @@ def test_tvm_solves_guo_et_al_objective(standard, images, data_dir: str) -> None
     assert torch.isfinite(g).all() and g.abs().sum() > 0
 
 
+def test_tvm_solver_blocks_give_the_one_block_solution(cifar10_test) -> None:
+    """Without a gradient the solver runs in cache-sized blocks of images (a speed choice): the same images in the
+    same order as one unrolled solve over the whole batch (the gradient path)."""
+    from zeropur_bench.defense.purifiers.tvm import SOLVER_BLOCK, masked_tv
+
+    x = cifar10_test[0][:SOLVER_BLOCK + 9].clone()
+    mask = (torch.rand(len(x), 1, 32, 32, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    with torch.no_grad():
+        blocked = masked_tv(x, mask, 0.03, 40)
+    whole = masked_tv(x.requires_grad_(True), mask, 0.03, 40).detach()
+    assert torch.allclose(blocked, whole, atol=1e-6) and (blocked[:-1] - blocked[1:]).abs().amax() > 0.1
+
+
 def test_random_resize_pad_is_xie_et_al(standard, images, data_dir: str) -> None:
     x, _, _ = images
     d = default("random-resize-pad", standard, data_dir)
