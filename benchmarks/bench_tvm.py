@@ -7,7 +7,8 @@ and compare them paired (e.g. with /usr/bin/time, or hyperfine), on the same mac
     python benchmarks/bench_tvm.py --block 32
     python benchmarks/bench_tvm.py --block 512
 
-Prints ms per image for one purification of --n CIFAR-10 test images (data: $ZEROPUR_BENCH_DATA or ../shared/data).
+Prints ms per image for one solve of --n CIFAR-10 test images (data: $ZEROPUR_BENCH_DATA or ./data, as
+zeropur_bench.data resolves it).
 """
 from __future__ import annotations
 
@@ -27,12 +28,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    tvm.SOLVER_BLOCK = args.block
     x, _ = load_data("cifar10", n=args.n)
     d = tvm.TVMinimization(torch.nn.Identity())
+    mask = d.mask(x, torch.arange(len(x)))
     with torch.no_grad():
         t = time.perf_counter()
-        d.purify(x, torch.arange(len(x)))
+        tvm.masked_tv(x, mask, d.weight, d.iters, block=args.block)
         dt = time.perf_counter() - t
     print(f"block {args.block}: {1000 * dt / len(x):.2f} ms per image ({len(x)} images, {d.iters} iterations)")
 

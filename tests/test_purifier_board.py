@@ -106,12 +106,27 @@ def test_unmeasured_protocol_rows_are_listed_with_their_command(records) -> None
     assert got[fresh] == list(PROTOCOL)  # nothing measured on it: every protocol row
     ranked_std = {(r.variant.name, r.variant.stages) for r in ranked if r.model == STD}
     assert ("bit-depth", None) in ranked_std and ("zeropur", "cf") in ranked_std
-    assert all(name != "bit-depth" and opts != {"stages": "cf"} for name, opts in got.get(STD, []))
+    assert all(name != "bit-depth" and opts.get("stages") != "cf" for name, opts in got.get(STD, []))
     # without bit-depth's adaptive record, bit-depth is listed again (its transfer record alone does not rank it)
     no_bd = [r for r in records if not (r.setting == "adaptive" and any(v.name == "bit-depth" for v in r.variants.values()))]
     ranked2, rest2 = board(no_bd, [STD])
     assert ("bit-depth", {}) in unmeasured(ranked2, [STD])[STD]
     md = render_board(ranked2, rest2, models=[STD])
     line = next(ln for ln in md.split("## Not measured yet", 1)[1].splitlines() if ln.startswith(f"- {STD}:"))
-    assert "bit-depth" in line and f"`CLASSIFIERS={STD} PURIFIERS=\"bit-depth" in line
+    assert f"`CLASSIFIERS={STD} PURIFIERS='bit-depth " in line and line.endswith("make_results.sh purifiers`")
     assert "## Not measured yet" not in render_board(ranked2, rest2)  # no classifiers named: no list
+    # ZeroPur is two protocol rows, told apart by stage and profile: without C's cascade record only C is listed,
+    # and an 'authors' C-F row would not stand in for the calibrated one
+    c_cascade = {(r.path, r.setting) for r in records for v in r.variants.values()
+                 if v.name == "zeropur" and v.stages == "c" and r.setting == "adaptive"}
+    no_c = [r for r in records if (r.path, r.setting) not in c_cascade]
+    missing = unmeasured(board(no_c, [STD])[0], [STD])[STD]
+    assert ("zeropur", {"profile": "calibrated", "stages": "c"}) in missing
+    assert ("zeropur", {"profile": "calibrated", "stages": "cf"}) not in missing
+    (cf,) = [r for r in board(no_c, [STD])[0] if r.variant.name == "zeropur" and r.variant.stages == "cf"]
+    authors = copy.deepcopy(cf.adaptive.raw)
+    for key, view in cf.adaptive.variants.items():
+        authors["variants"][key]["defense"]["options"] = {**view.options, "profile": "authors"}
+    only_authors = [r for r in no_c if r.path != cf.adaptive.path] + [RecordView.from_dict(authors, path="a.json")]
+    missing = unmeasured(board(only_authors, [STD])[0], [STD])[STD]
+    assert ("zeropur", {"profile": "calibrated", "stages": "cf"}) in missing

@@ -189,17 +189,25 @@ def test_tvm_solves_guo_et_al_objective(standard, images, data_dir: str) -> None
     assert torch.isfinite(g).all() and g.abs().sum() > 0
 
 
-def test_tvm_solver_blocks_give_the_one_block_solution(cifar10_test) -> None:
-    """Without a gradient the solver runs in cache-sized blocks of images (a speed choice): the same images in the
-    same order as one unrolled solve over the whole batch (the gradient path)."""
-    from zeropur_bench.defense.purifiers.tvm import SOLVER_BLOCK, masked_tv
+def test_tvm_solver_blocks_give_the_one_block_solution(cifar10_test, monkeypatch) -> None:
+    """Without a gradient the solver runs in blocks of images (a speed choice): the same images in the same order as
+    one unrolled solve over the whole batch; with a gradient it solves the batch at once."""
+    from zeropur_bench.defense.purifiers import tvm
 
-    x = cifar10_test[0][:SOLVER_BLOCK + 9].clone()
+    x = cifar10_test[0][:41].clone()
     mask = (torch.rand(len(x), 1, 32, 32, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+    sizes: list[int] = []  # the batch size of each solver iteration
+    grad = tvm._grad
+    monkeypatch.setattr(tvm, "_grad", lambda u: (sizes.append(len(u)), grad(u))[1])
     with torch.no_grad():
-        blocked = masked_tv(x, mask, 0.03, 40)
-    whole = masked_tv(x.requires_grad_(True), mask, 0.03, 40).detach()
-    assert torch.allclose(blocked, whole, atol=1e-6) and (blocked[:-1] - blocked[1:]).abs().amax() > 0.1
+        blocked = tvm.masked_tv(x, mask, 0.03, 3, block=7)
+        whole = tvm.masked_tv(x, mask, 0.03, 3, block=len(x))
+    assert sorted(set(sizes)) == [6, 7, 41]  # 5 blocks of 7 and one of 6, then the batch at once
+    sizes.clear()
+    graph = tvm.masked_tv(x.clone().requires_grad_(True), mask, 0.03, 3, block=7)
+    assert set(sizes) == {41}  # a gradient: one unrolled solve, never blocks
+    assert torch.allclose(blocked, whole, atol=1e-6) and torch.allclose(graph.detach(), whole, atol=1e-6)
+    assert (blocked[:-1] - blocked[1:]).abs().amax() > 0.1  # distinct images, not one repeated
 
 
 def test_random_resize_pad_is_xie_et_al(standard, images, data_dir: str) -> None:

@@ -592,9 +592,10 @@ def test_table3_adaptive_column_takes_only_an_l2_record_at_its_eps() -> None:
     transfer = make_record(threat="l2", eps=0.5)
     linf = _adaptive(SHA_A, path="results/linf.json")
     l2_other_eps = _adaptive(SHA_A, threat="l2", eps=1.0, path="results/l2-1.json")
+    linf_same_eps = _adaptive(SHA_A, eps=0.5, path="results/linf-0.5.json")  # the threat alone differs
     l2 = _adaptive(SHA_A, steps=50, threat="l2", eps=0.5, path="results/l2.json")
     cells = lambda recs: [r[ADAPTIVE_COL] for r in _compact(render_table(3, recs))]  # noqa: E731
-    assert cells([transfer, linf, l2_other_eps]) == [MISSING, MISSING]
+    assert cells([transfer, linf, l2_other_eps, linf_same_eps]) == [MISSING, MISSING]
     item = next(i for i in _missing(render_table(3, [transfer, linf])) if i.startswith("BPDA+EOT column for"))
     assert _commands(item) == [f"zeropur-bench run --dataset cifar10 --threat l2 --model resnet20 --checkpoint "
                                f"{RESNET20_CKPT} --recipe standard --stages c --stages cf --profile paper "

@@ -12,6 +12,7 @@ worst case. Written here because no library ranks purification defenses (RobustB
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,10 +48,15 @@ def _identity(rec: RecordView, v: VariantView) -> tuple[str, str, str]:
 
 def defense_identity(model: str, name: str, options: dict[str, Any]) -> tuple[str, str, str]:
     """What makes two runs' variants one board row: the classifier, the defense and its options."""
+    return model, name, json.dumps(_normalized(options), sort_keys=True, default=str)
+
+
+def _normalized(options: dict[str, Any]) -> dict[str, Any]:
+    """A defense's options as the board tells defenses apart: without a fitted calibration, ZeroPur-C's profiles one."""
     opts = {k: val for k, val in options.items() if k != "calibration"}  # its weight is a fitted fact, not a knob
     if opts.get("stages") == "c" and opts.get("profile") in _SAME_C:  # ZeroPur-C: no fine stage, one defense
         opts["profile"] = _SAME_C[0]
-    return model, name, json.dumps(opts, sort_keys=True, default=str)
+    return opts
 
 
 SANITY_SCHEMA = "zeropur-bench/sanity/v2"
@@ -89,15 +95,20 @@ def sanity_verdicts(reports: list[dict[str, Any]]) -> dict[tuple[str, str, str],
 
 def defense_title(v: VariantView) -> str:
     """How the board names a defense: display name, then its options (ZeroPur: stages and profile)."""
-    name = DISPLAY_NAMES.get(v.name, v.name)
-    if v.name == "none":
+    return title_of(v.name, v.options, v.blur)
+
+
+def title_of(name: str, options: dict[str, Any], blur: str | None = None) -> str:
+    """:func:`defense_title` from a registered name and options (and ZeroPur's blur)."""
+    if name == "none":
         return "none (the classifier alone)"
-    if v.stages is not None:
-        profile = "authors = calibrated" if v.stages == "c" and v.profile in _SAME_C else v.profile
-        extra = [f"{profile}" if profile else "", f"blur {v.blur}" if v.blur else ""]
-        return f"{name} {'C-F' if v.stages == 'cf' else 'C'} ({', '.join(e for e in extra if e)})"
-    opts = ", ".join(f"{k}={val}" for k, val in sorted(v.options.items()))
-    return f"{name} ({opts})" if opts else name
+    title, stages, profile = DISPLAY_NAMES.get(name, name), options.get("stages"), options.get("profile")
+    if stages is not None:
+        profile = "authors = calibrated" if stages == "c" and profile in _SAME_C else profile
+        extra = [f"{profile}" if profile else "", f"blur {blur}" if blur else ""]
+        return f"{title} {'C-F' if stages == 'cf' else 'C'} ({', '.join(e for e in extra if e)})"
+    opts = ", ".join(f"{k}={val}" for k, val in sorted(options.items()))
+    return f"{title} ({opts})" if opts else title
 
 
 def _pct(x: float | None) -> str:
@@ -252,30 +263,32 @@ def board(records: list[RecordView], models: list[str] | None = None,
 
 
 # The board's protocol (issue 34): the defenses every board classifier is to be measured with, as (registered name,
-# the options that tell its rows apart); benchmarks/make_results.sh `purifiers` runs them (PURIFIERS lists the names).
-# ZeroPur is two rows (calibrated C and C-F); the classifier alone is the static reference, ranked on the adversarially
-# trained classifier only (a standard classifier's is 0%: nothing to compare with).
+# options; {} is the paper's settings); benchmarks/make_results.sh `purifiers` runs them (its PURIFIERS defaults to
+# PROTOCOL_NAMES). ZeroPur is two rows, calibrated C and C-F, under the classifier's recipe blur (a per-classifier
+# choice, so not compared). The classifier alone is the static reference, ranked on the adversarially trained
+# classifier only (a standard classifier's is 0%: nothing to compare with).
 PROTOCOL: tuple[tuple[str, dict[str, Any]], ...] = (
     ("bit-depth", {}), ("median-smoothing", {}), ("jpeg", {}), ("tvm", {}), ("random-resize-pad", {}),
-    ("mixup-inference", {}), ("anti-adversary", {}), ("zeropur", {"stages": "c"}), ("zeropur", {"stages": "cf"}))
+    ("mixup-inference", {}), ("anti-adversary", {}), ("zeropur", {"profile": "calibrated", "stages": "c"}),
+    ("zeropur", {"profile": "calibrated", "stages": "cf"}))
 PROTOCOL_NAMES = tuple(dict.fromkeys(name for name, _ in PROTOCOL))
 
 
-def _protocol_title(name: str, options: dict[str, Any]) -> str:
-    title = DISPLAY_NAMES.get(name, name)
-    return f"{title} {'C-F' if options.get('stages') == 'cf' else 'C'}" if name == "zeropur" else title
+def is_protocol_row(v: VariantView, name: str, options: dict[str, Any]) -> bool:
+    """Whether a variant is the protocol's defense ``name`` with ``options`` (its blur aside; ZeroPur-C's profiles
+    one, as on the board)."""
+    mine = {k: val for k, val in _normalized(v.options).items() if k != "blur"}
+    return v.name == name and mine == _normalized(options)
 
 
 def unmeasured(ranked_rows: list[_Row], models: list[str]) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """Per board classifier (``models``), the defenses of :data:`PROTOCOL` with no ranked row on it yet (no adaptive
-    record of the protocol, any options of theirs): what the board does not say, so that a short board is not read
-    as a complete one."""
+    record of the protocol with those options): what the board does not say, so that a short board is not read as
+    a complete one."""
     out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for model in models:
         have = [r.variant for r in ranked_rows if r.model == model]
-        missing = [(name, opts) for name, opts in PROTOCOL
-                   if not any(v.name == name and all(v.options.get(k) == val for k, val in opts.items())
-                              for v in have)]
+        missing = [(name, opts) for name, opts in PROTOCOL if not any(is_protocol_row(v, name, opts) for v in have)]
         if missing:
             out[model] = missing
     return out
@@ -308,11 +321,12 @@ def render_board(ranked_rows: list[_Row], transfer_rows: list[_Row], fmt: str = 
     missing = unmeasured(ranked_rows, models or [])
     if missing:
         out += ["", "## Not measured yet", "",
-                "The protocol's defenses with no adaptive row on a board classifier: this board does not rank them "
-                "(a defense missing here is unmeasured, not robust or broken). Each line is the command that "
-                "measures them (clean and transfer PGD-20 at n=1000, the cascade, the sanity checks), from a "
-                "clone of the repository.", ""]
-        out += [f"- {model}: {', '.join(_protocol_title(*d) for d in ds)}: `CLASSIFIERS={model} "
-                f"PURIFIERS=\"{' '.join(dict.fromkeys(name for name, _ in ds))}\" bash benchmarks/make_results.sh "
-                "purifiers`" for model, ds in missing.items()]
+                "The protocol's defenses with no ranked row (no adaptive record of the protocol) on a board "
+                "classifier: a defense listed here is unmeasured, neither robust nor broken. Each line is the "
+                "command that measures them (clean and transfer PGD-20 at n=1000, the cascade, the sanity checks), "
+                "from a clone of the repository.", ""]
+        for model, ds in missing.items():
+            names = " ".join(n for n in PROTOCOL_NAMES if any(n == name for name, _ in ds))
+            out.append(f"- {model}: {', '.join(title_of(*d) for d in ds)}: `CLASSIFIERS={shlex.quote(model)} "
+                       f"PURIFIERS={shlex.quote(names)} bash benchmarks/make_results.sh purifiers`")
     return "\n".join(out) + "\n"
