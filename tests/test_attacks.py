@@ -19,6 +19,7 @@ SMALL: dict[str, dict] = {
     "defense-aware": {"steps": 2, "lambdas": (0.1, 10.0)},
     "pgd-eot": {"steps": 2, "eot_iter": 2, "verify_reps": 2},
     "autoattack-bpda": {"eot_iter": 2, "n_iter": 3},
+    "autoattack-full": {"eot_iter": 2, "n_iter": 3},
 }
 
 
@@ -37,7 +38,7 @@ def _robust_acc(model, x, y) -> float:
 
 def test_registry_is_complete() -> None:
     assert set(SMALL) == set(ATTACKS)
-    for name in ("bpda-eot", "defense-aware", "pgd-eot", "autoattack-bpda"):
+    for name in ("bpda-eot", "defense-aware", "pgd-eot", "autoattack-bpda", "autoattack-full"):
         assert ATTACKS[name].needs_defense and ATTACKS[name].adaptive_only
     for name in ("pgd", "difgsm", "autoattack", "square"):
         assert not ATTACKS[name].needs_defense
@@ -201,6 +202,37 @@ def test_autoattack_rand_collapses_eot_on_deterministic_target(cifar10_test, res
     assert atk.last_info["attacks_run"] == ["apgd-ce", "apgd-dlr"]
 
 
+def test_autoattack_full_differentiates_through_the_purifier(cifar10_test, resnet20, data_dir) -> None:
+    """autoattack-full reaches the classifier through the purifier's own graph (median smoothing: its gradient is
+    the median's, not BPDA's identity), or through the surrogate it names (JPEG: kornia's differentiable codec);
+    a purifier without the full gradient, or a surrogate it does not offer, is refused with what to use."""
+    from zeropur_bench.defenses import BuildContext
+    from zeropur_bench.defense import registered
+    from zeropur_bench.gradients import FullGradient
+
+    ctx = BuildContext(dataset="cifar10", data_dir=data_dir)
+    median = registered("median-smoothing").factory(resnet20, ctx, {})
+    x, y = cifar10_test[0][:4], cifar10_test[1][:4]
+    full = make_attack("autoattack-full", median, n_iter=2)
+    bpda = make_attack("autoattack-bpda", median, n_iter=2)
+    assert isinstance(full.differentiable(), FullGradient) and not isinstance(bpda.differentiable(), FullGradient)
+    grads = []
+    for atk in (full, bpda):
+        xr = x.clone().requires_grad_(True)
+        F.cross_entropy(atk.differentiable()(xr), y).backward()
+        grads.append(xr.grad)
+    # the 2x2 median passes gradient to one pixel of each window: the two gradients differ, and the full one is sparser
+    assert not torch.allclose(grads[0], grads[1]) and (grads[0] == 0).float().mean() > (grads[1] == 0).float().mean()
+    x_adv = full(x, y)
+    assert full.last_info["version_run"] == "standard" and (x_adv - x).abs().max() <= 8 / 255 + 1e-6
+    jpeg = registered("jpeg").factory(resnet20, ctx, {})
+    assert make_attack("autoattack-full", jpeg, surrogate="diff-jpeg").differentiable().surrogate == "diff-jpeg"
+    with pytest.raises(UserError, match="offers no surrogate"):
+        make_attack("autoattack-full", median, surrogate="diff-jpeg")
+    with pytest.raises(UserError, match="needs the full gradient.*autoattack-bpda"):
+        make_attack("autoattack-full", registered("bit-depth").factory(resnet20, ctx, {}))
+
+
 def test_autoattack_bpda_runs_standard_against_a_deterministic_defense(cifar10_test, tiny_zeropur) -> None:
     """AutoAttack's advice for a deterministic model: 'standard' (APGD-CE, APGD-T, FAB-T, Square)."""
     x, y = cifar10_test[0][:4], cifar10_test[1][:4]
@@ -223,6 +255,10 @@ def test_autoattack_bpda_runs_standard_against_a_deterministic_defense(cifar10_t
     ("autoattack", {"version": "rand", "n_iter": 2}, 8 / 255, "Linf", "autoattack[n_iter=2,version=rand]"),
     ("autoattack", {"version": "rand", "eot_iter": 1}, 8 / 255, "Linf", "autoattack[eot_iter=1,version=rand]"),
     ("autoattack-bpda", {}, 8 / 255, "Linf", "AutoAttack-rand-BPDA"),
+    ("autoattack-full", {}, 8 / 255, "Linf", "AutoAttack-rand-full"),
+    ("autoattack-full", {"surrogate": "diff-jpeg"}, 8 / 255, "Linf", "AutoAttack-rand-full[surrogate=diff-jpeg]"),
+    ("autoattack-full", {"surrogate": "diff-jpeg", "n_iter": 2}, 8 / 255, "Linf",
+     "autoattack-full[n_iter=2,surrogate=diff-jpeg]"),
     ("bpda-eot", {"steps": 10}, 8 / 255, "Linf", "bpda-eot[steps=10]"),
 ])
 def test_labels_follow_the_configuration(name, params, eps, norm, label) -> None:

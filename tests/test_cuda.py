@@ -13,7 +13,7 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA G
 
 SMALL = {"pgd": {"steps": 2}, "difgsm": {"steps": 2}, "autoattack": {"version": "rand", "n_iter": 2},
          "square": {"n_queries": 10}, "bpda-eot": {"steps": 2}, "defense-aware": {"steps": 1, "lambdas": 1.0},
-         "pgd-eot": {"steps": 1, "eot_iter": 2}, "autoattack-bpda": {"n_iter": 2}}
+         "pgd-eot": {"steps": 1, "eot_iter": 2}, "autoattack-bpda": {"n_iter": 2}, "autoattack-full": {"n_iter": 2}}
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])

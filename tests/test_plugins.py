@@ -130,7 +130,7 @@ SMALL = {"pgd": {"steps": 2}, "difgsm": {"steps": 2}, "autoattack": {"version": 
          "square": {"n_queries": 20}, "bpda-eot": {"steps": 2, "eot_reps": 2, "verify_reps": 2},
          "defense-aware": {"steps": 2, "lambdas": (1.0,), "fine_term": True},
          "pgd-eot": {"steps": 2, "eot_iter": 2, "verify_reps": 2, "surrogate": "normalized"},
-         "autoattack-bpda": {"n_iter": 2}}
+         "autoattack-bpda": {"n_iter": 2}, "autoattack-full": {"n_iter": 2}}
 
 
 def test_no_attack_assigns_to_the_defense(resnet20, cifar10_test) -> None:

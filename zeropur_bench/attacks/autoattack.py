@@ -16,6 +16,7 @@ import logging
 from typing import Any, Iterator
 
 import torch
+from torch import nn
 from pyautoattack import AutoAttack as _PyAutoAttack
 
 from ..errors import UserError
@@ -139,3 +140,41 @@ class AutoAttackBPDA(AutoAttack):
     @classmethod
     def mixed_label(cls, params: dict[str, Any], eps: float, norm: str, with_eps: bool = True) -> str:
         return cls.label(params, eps, norm, with_eps=with_eps).replace("-rand", "-rand/standard")
+
+
+@register("autoattack-full")
+class AutoAttackFull(AutoAttackBPDA):
+    """AutoAttack against the defended model through the purifier's full gradient (``purify``'s own graph, or the
+    ``surrogate`` it names, e.g. JPEG's ``diff-jpeg``) instead of BPDA (:class:`zeropur_bench.gradients.FullGradient`):
+    the differently-built white-box AutoAttack for a purifier that offers both, to test a number BPDA leaves standing
+    (a defense must hold against every gradient it offers). As ``autoattack-bpda``: 'rand' with EOT 20, 'standard'
+    against a defense the probe proves deterministic."""
+
+    defaults: dict[str, Any] = {**AutoAttackBPDA.defaults, "surrogate": None}
+    param_specs = {**AutoAttack.param_specs, "surrogate": Param("word", optional=True)}
+    suffix = "-full"
+    gradient = "full"
+
+    @classmethod
+    def label(cls, params: dict[str, Any], eps: float, norm: str, with_eps: bool = True) -> str:
+        """``AutoAttack-<version>-full`` with AutoAttack's settings, then the surrogate where one is named."""
+        s = params.get("surrogate")
+        name = super().label({**params, "surrogate": None}, eps, norm, with_eps=with_eps)
+        if s is None or not name.startswith("AutoAttack-"):
+            return name if s is None else super().label(params, eps, norm, with_eps=with_eps)
+        return f"{name}[surrogate={s}]"
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        gradients = getattr(self.model, "gradients", ())
+        if "full" not in gradients:
+            raise UserError(f"attack {self.name!r} needs the full gradient, and defense "
+                            f"{getattr(self.model, 'name', '?')!r} offers only {', '.join(gradients) or 'none'}; "
+                            "use autoattack-bpda")
+        s = self.params["surrogate"]
+        if s is not None and s not in self.model.surrogates:
+            raise UserError(f"defense {self.model.name!r} offers no surrogate {s!r} (it offers: "
+                            f"{', '.join(self.model.surrogates) or 'none'}); use surrogate=none")
+
+    def differentiable(self, surrogate: str | None = None) -> nn.Module:
+        return super().differentiable(surrogate if surrogate is not None else self.params["surrogate"])
