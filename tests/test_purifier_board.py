@@ -130,3 +130,19 @@ def test_unmeasured_protocol_rows_are_listed_with_their_command(records) -> None
     only_authors = [r for r in no_c if r.path != cf.adaptive.path] + [RecordView.from_dict(authors, path="a.json")]
     missing = unmeasured(board(only_authors, [STD])[0], [STD])[STD]
     assert ("zeropur", {"profile": "calibrated", "stages": "cf"}) in missing
+
+
+def test_at_equal_n_the_longer_cascade_is_the_row(records) -> None:
+    """Two cascades of one defense at the same n (one re-run with an attack appended): the row is the longer one,
+    whichever is found first."""
+    raw = json.loads(CASCADE_CF.read_text())
+    shorter = copy.deepcopy(raw)
+    shorter["config"]["attacks"] = shorter["config"]["attacks"][:2]
+    shorter["keys"]["comparison"]["attacks"] = shorter["keys"]["comparison"]["attacks"][:2]
+    short = RecordView.from_dict(shorter, path="results/short.json")
+    assert len(short.attacks) == 2 and short.n == RecordView.from_dict(raw).n
+    rest = [r for r in records if r.path is None or Path(r.path).name != CASCADE_CF.name]
+    full = RecordView.from_dict(raw, path=str(CASCADE_CF))
+    for order in ([short, full], [full, short]):
+        (cf,) = [r for r in board([*rest, *order], [STD])[0] if r.variant.stages == "cf" and r.variant.profile == "calibrated"]
+        assert cf.adaptive is full

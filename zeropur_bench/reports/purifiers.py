@@ -169,8 +169,8 @@ def in_protocol(rec: RecordView) -> bool:
 def collect(records: list[RecordView], models: list[str] | None = None,
             sanity: list[dict[str, Any]] | None = None) -> list[_Row]:
     """One row per (classifier, defense) with its largest transfer record (one with a PGD attack) and its largest
-    adaptive record of the protocol (:func:`in_protocol`), at the board's threat only (:func:`same_threat`); sweeps
-    are left out. ``models``: only these classifiers."""
+    adaptive record of the protocol (:func:`in_protocol`; at equal n, the one with more attacks), at the board's
+    threat only (:func:`same_threat`); sweeps are left out. ``models``: only these classifiers."""
     rows: dict[tuple[str, str, str], _Row] = {}
     for rec in records:
         if (models is not None and rec.model not in models) or not same_threat(rec):
@@ -181,8 +181,8 @@ def collect(records: list[RecordView], models: list[str] | None = None,
             if rec.setting == "adaptive" and not in_protocol(rec):
                 continue
             row = rows.setdefault(_identity(rec, v), _Row(rec.model, v))
-            if rec.setting == "adaptive":
-                if row.adaptive is None or rec.n > row.adaptive.n:
+            if rec.setting == "adaptive":  # the largest n; at equal n the longer suite (a cascade with more attacks)
+                if row.adaptive is None or (rec.n, len(rec.attacks)) > (row.adaptive.n, len(row.adaptive.attacks)):
                     row.adaptive, row.variant = rec, v
             elif any(a.family == "pgd" for a in rec.attacks):
                 if row.transfer is None or rec.n > row.transfer.n:
