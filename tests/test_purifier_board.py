@@ -146,3 +146,30 @@ def test_at_equal_n_the_longer_cascade_is_the_row(records) -> None:
     for order in ([short, full], [full, short]):
         (cf,) = [r for r in board([*rest, *order], [STD])[0] if r.variant.stages == "cf" and r.variant.profile == "calibrated"]
         assert cf.adaptive is full
+
+
+def test_each_purifier_is_paired_with_the_classifier_alone(records) -> None:
+    """Does the purifier add to the adversarially trained classifier or take away: its worst case against the
+    classifier alone's on the same images, per example (the counts and the McNemar p recomputed here from the two
+    records' per-example vectors)."""
+    from scipy.stats import binomtest
+
+    fastat = "resnet20-cifar10-fastat"
+    ranked, _ = board(records, [fastat])
+    (alone,) = [r for r in ranked if r.variant.name == "none"]
+    rows = [r for r in ranked if r.variant.name != "none"]
+    assert rows and all(r.reference is alone for r in rows)
+    ref = dict(zip(alone.adaptive.indices, alone.variant.examples["worst_case_correct"]))
+    for r in rows:
+        mine = dict(zip(r.adaptive.indices, r.variant.examples["worst_case_correct"]))
+        common = [i for i in mine if i in ref]
+        gained = sum(1 for i in common if mine[i] and not ref[i])
+        lost = sum(1 for i in common if ref[i] and not mine[i])
+        f = numbers(r)
+        assert (f["vs_alone_n"], f["vs_alone_gained"], f["vs_alone_lost"]) == (len(common), gained, lost)
+        assert f["vs_alone_delta"] == pytest.approx((gained - lost) / len(common))
+        assert f["vs_alone_p"] == pytest.approx(binomtest(gained, gained + lost, 0.5).pvalue if gained + lost else 1.0)
+        assert len(common) == r.adaptive.n < alone.adaptive.n  # the first n images of the reference's 1000
+    assert numbers(alone)["vs_alone_delta"] is None  # the reference itself has no pair
+    # on the standard classifier no 'classifier alone' row is ranked: nothing to pair with
+    assert all(numbers(r)["vs_alone_delta"] is None for r in board(records, [STD])[0])

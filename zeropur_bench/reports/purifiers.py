@@ -23,14 +23,16 @@ from ..config import default_eps
 from ..profile_names import SAME_C_PROFILES as _SAME_C
 from ..records import RecordView
 from ..records.view import DISPLAY_NAMES, VariantView
+from ..stats import mcnemar_two_sided
 
 # an attack family's column (the suite of issue 34; anything else keeps its record key)
 FAMILY_COLUMNS = {"bpda-eot": "BPDA+EOT", "pgd-eot": "Full gradient (PGD-EOT)", "square": "Square",
                   "defense-aware": "Defense-aware", "autoattack": "AutoAttack"}
 _ABBREV = {"bpda-eot": "B", "pgd-eot": "F", "square": "S", "defense-aware": "D", "autoattack": "A"}
+VS_ALONE = "vs the classifier alone (same images)"
 COLUMNS = ["Rank", "Classifier", "Defense", "Judged", "Clean", "Transfer PGD-20", *FAMILY_COLUMNS.values(),
-           "Order run", "Worst case [95% CI]", "Set by", "n (adaptive)", "Passes / prediction", "Minutes (adaptive)",
-           "Sanity checks"]
+           "Order run", "Worst case [95% CI]", "Set by", "n (adaptive)", VS_ALONE, "Passes / prediction",
+           "Minutes (adaptive)", "Sanity checks"]
 
 
 @dataclass
@@ -40,6 +42,7 @@ class _Row:
     transfer: RecordView | None = None
     adaptive: RecordView | None = None
     sanity: str | None = None
+    reference: "_Row | None" = None  # the classifier alone on the same classifier (ranked), for the paired column
 
 
 def _identity(rec: RecordView, v: VariantView) -> tuple[str, str, str]:
@@ -202,7 +205,8 @@ def numbers(row: _Row) -> dict[str, Any]:
                          **{c: None for c in FAMILY_COLUMNS.values()}, "order_run": None, "worst_case": None,
                          "worst_case_ci_low": None, "worst_case_ci_high": None, "set_by": None, "n_adaptive": None,
                          "passes_per_prediction": row.variant.passes_per_prediction, "minutes_adaptive": None,
-                         "adaptive_record": None, "transfer_record": None, "sanity": row.sanity}
+                         "adaptive_record": None, "transfer_record": None, "sanity": row.sanity,
+                         **{f"vs_alone_{k}": None for k in ("delta", "p", "n", "gained", "lost")}}
     if row.transfer is not None:
         tv = next(v for v in row.transfer.variants.values() if _identity(row.transfer, v) == key)
         pgd = next(a.key for a in row.transfer.attacks if a.family == "pgd")
@@ -221,7 +225,27 @@ def numbers(row: _Row) -> dict[str, Any]:
                  worst_case=w.acc, worst_case_ci_low=w.ci[0] if w.ci else None,
                  worst_case_ci_high=w.ci[1] if w.ci else None, set_by=set_by(rec, v), n_adaptive=rec.n,
                  minutes_adaptive=_minutes(rec), adaptive_record=rec.path)
+        d.update(vs_alone(row))
     return d
+
+
+def vs_alone(row: _Row) -> dict[str, Any]:
+    """Issue 34's question, does the purifier add to the classifier or take away: its worst case against the
+    classifier alone's (:attr:`_Row.reference`) on the examples both measured, paired per example: the difference
+    in points, the examples only the defense keeps (gained) and only the classifier alone keeps (lost), and the exact
+    two-sided McNemar p. Empty without a reference or a common example."""
+    ref = row.reference
+    if ref is None or ref.adaptive is None or row.adaptive is None:
+        return {}
+    mine = dict(zip(row.adaptive.indices, row.variant.examples.get("worst_case_correct") or []))
+    theirs = dict(zip(ref.adaptive.indices, ref.variant.examples.get("worst_case_correct") or []))
+    common = [i for i in mine if i in theirs]
+    if not common:
+        return {}
+    a, b = [bool(mine[i]) for i in common], [bool(theirs[i]) for i in common]
+    p, gained, lost = mcnemar_two_sided(a, b)
+    return {"vs_alone_delta": (sum(a) - sum(b)) / len(common), "vs_alone_p": p, "vs_alone_n": len(common),
+            "vs_alone_gained": gained, "vs_alone_lost": lost}
 
 
 def _cells(row: _Row) -> dict[str, Any]:
@@ -239,6 +263,9 @@ def _cells(row: _Row) -> dict[str, Any]:
         d["Worst case [95% CI]"] = _with_ci(w)
     if f["minutes_adaptive"] is not None:
         d["Minutes (adaptive)"] = f"{f['minutes_adaptive']:.0f}"
+    if f["vs_alone_delta"] is not None:
+        d[VS_ALONE] = (f"{100 * f['vs_alone_delta']:+.1f} (gained {f['vs_alone_gained']}, lost "
+                       f"{f['vs_alone_lost']}, p={f['vs_alone_p']:.2g}, n={f['vs_alone_n']})")
     p = f["passes_per_prediction"]
     d["Passes / prediction"] = "–" if p is None else (f"{p:.0f}" if p >= 10 else f"{p:.3g}")
     return d
@@ -256,6 +283,10 @@ def board(records: list[RecordView], models: list[str] | None = None,
     rows with transfer numbers alone, which are never ranked. ``sanity``: sanity reports (JSON dicts) whose
     verdicts fill the last column."""
     rows = collect(records, models, sanity)
+    alone = {r.model: r for r in rows if r.variant.name == "none" and r.adaptive is not None}
+    for r in rows:
+        if r.adaptive is not None and r.variant.name != "none":
+            r.reference = alone.get(r.model)
     ranked = sorted((r for r in rows if r.adaptive is not None),
                     key=lambda r: (-(r.variant.metric("worst_case_acc").acc or 0.0),
                                    -(r.variant.metric("defended_clean_acc").acc or 0.0), r.model, r.variant.key))
@@ -313,8 +344,12 @@ def render_board(ranked_rows: list[_Row], transfer_rows: list[_Row], fmt: str = 
            "Ranked by the worst case over the adaptive attacks (robust accuracy: right on the clean image AND on "
            "every attack's input). Attack columns of a cascade are cumulative (each attack ran on the survivors "
            "of the earlier ones, in the order of 'Order run': B BPDA+EOT, F full-gradient PGD-EOT, S Square, "
-           "D defense-aware, A AutoAttack). 'Set by': the last attack that broke an example. L∞ 8/255, CIFAR-10 "
-           "test images (the first n).", "",
+           "D defense-aware, A AutoAttack). 'Set by': the last attack that broke an example. "
+           f"'{VS_ALONE}': the worst case minus the classifier alone's (its AutoAttack row) on the examples both "
+           "measured, in points, with the examples only the defense keeps (gained) and only the classifier alone "
+           "keeps (lost) and the exact two-sided McNemar p: whether the purifier adds to the classifier or takes "
+           "away. "
+           "L∞ 8/255, CIFAR-10 test images (the first n).", "",
            ranked.to_markdown(index=False, disable_numparse=True) if len(ranked) else "(no adaptive record yet)"]
     if len(transfer_only):
         out += ["", "## transfer only: not a robustness claim", "", transfer_only.to_markdown(index=False, disable_numparse=True)]
