@@ -4,7 +4,7 @@
 # Run from the repository root with the data decoded (ZEROPUR_BENCH_DATA or ./data):
 #     bash benchmarks/make_results.sh [STEP ...]        # steps: tour cifar100 bpda-tour baselines sanity figures table2 hill da
 #                                                           calibration profiles adaptive50 table6-b table6-vs
-#                                                           sanity-b fig5 table3 fastat purifiers
+#                                                           sanity-b fig5 table3 fastat purifiers resnet18
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ZB="zeropur-bench"
@@ -164,6 +164,31 @@ for step in "${steps[@]}"; do
       done
       $ZB purifiers --results results/purifiers --results results --model resnet20-cifar10-standard \
           --model resnet20-cifar10-fastat --out results/purifiers.md ;;
+    resnet18)   # issue 30: Tables 2 and 3 on each shipped ResNet-18 (RECIPES, default standard strong vanilla), sized
+                # for two cores in fp32: Table 2 PGD-20 at n=500 and AutoAttack-rand at n=200 for C (authors), C-F
+                # (authors) and C-F (calibrated) (C runs no fine stage: one C row); the adaptive column, BPDA+EOT-50
+                # any-step against calibrated C-F at n=50; Table 3 (L2 0.5) C-F (authors, calibrated), PGD-20 and
+                # AutoAttack-rand at n=200. The paper's blur per recipe. Batches are sized to bank progress within
+                # about an hour on two cores; each run resumes from its .partial/ folder.
+      for recipe in ${RECIPES:-standard strong vanilla}; do
+        name=resnet18-cifar10-$recipe
+        if ! python -c "from zeropur_bench import registry; raise SystemExit(registry.get('$name') is None)"; then
+          echo "$name is not shipped yet: skipped"; continue; fi
+        blur=gaussian:1.2; [ $recipe = vanilla ] && blur=median:3
+        zp="--defense zeropur --profile authors --profile calibrated --blur $blur"
+        $ZB run --dataset cifar10 --threat linf --model $name $zp --attack pgd --n-ex "${N18:-500}" \
+            --batch-size "${BS18:-100}" --no-progress --out results/
+        $ZB run --dataset cifar10 --threat linf --model $name $zp --attack autoattack:version=rand \
+            --n-ex "${N18_AA:-200}" --batch-size "${BS18:-100}" --no-progress --out results/
+        $ZB run --dataset cifar10 --threat linf --model $name --blur $blur --profile calibrated --stages cf \
+            --setting adaptive --attack bpda-eot --n-ex "${N18_ADAPTIVE:-50}" --batch-size "${BS18_ADAPTIVE:-10}" \
+            --no-progress --out results/
+        $ZB run --dataset cifar10 --threat l2 --model $name $zp --stages cf --attack pgd \
+            --attack autoattack:version=rand --n-ex "${N18_L2:-200}" --batch-size "${BS18:-100}" --no-progress \
+            --out results/
+      done
+      $ZB table --out results/table2.md
+      $ZB table --out results/table3.md ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
   esac
 done

@@ -173,3 +173,43 @@ def test_each_purifier_is_paired_with_the_classifier_alone(records) -> None:
     assert numbers(alone)["vs_alone_delta"] is None  # the reference itself has no pair
     # on the standard classifier no 'classifier alone' row is ranked: nothing to pair with
     assert all(numbers(r)["vs_alone_delta"] is None for r in board(records, [STD])[0])
+
+
+def test_a_row_above_the_classifier_alone_is_marked_to_confirm(records) -> None:
+    """Issue 34: a purifier kept above the adversarially trained classifier alone (paired, p < 0.05) is a surprise:
+    the board marks it and gives the run that settles it, its own cascade with AutoAttack through the purifier's
+    full gradient appended, which parses with the CLI; once a record has that attack the mark goes."""
+    import shlex
+
+    import click
+
+    from zeropur_bench.cli import main as cli
+    from zeropur_bench.reports.purifiers import CONFIRM_ATTACK, confirm_command, to_confirm
+
+    fastat = "resnet20-cifar10-fastat"
+    ranked, rest = board(records, [fastat])
+    flagged = to_confirm(ranked)
+    for r in ranked:
+        f = numbers(r)
+        above = f["vs_alone_delta"] is not None and f["vs_alone_delta"] > 0 and f["vs_alone_p"] < 0.05
+        assert (r in flagged) == above == f["to_confirm"]
+    (median,) = flagged  # the committed median-smoothing cascade: +3.0 points, p = 0.017
+    assert median.variant.name == "median-smoothing"
+    md = render_board(ranked, rest, models=[fastat])
+    row_line = next(ln for ln in md.splitlines() if "| median-smoothing" in ln and fastat in ln)
+    assert "‡" in row_line and "## Above the classifier alone: to confirm" in md
+    cmd = confirm_command(median)
+    assert f"`{cmd}`" in md
+    argv = shlex.split(cmd)
+    attacks = [argv[i + 1] for i, a in enumerate(argv) if a == "--attack"]
+    assert attacks == [a.name if not a.given else f"{a.name}:" + ",".join(f"{k}={v}" for k, v in a.given.items())
+                       for a in median.adaptive.attacks] + [CONFIRM_ATTACK]
+    assert "--cascade" in argv and argv[argv.index("--n-ex") + 1] == str(median.adaptive.n)
+    cli.get_command(click.Context(cli), "run").make_context("run", argv[2:])  # every option exists and parses
+    # a record whose cascade ran the confirming attack (here: its last attack renamed) is no longer flagged
+    raw = copy.deepcopy(median.adaptive.raw)
+    raw["config"]["attacks"][-1]["name"] = CONFIRM_ATTACK
+    done = RecordView.from_dict(raw, path="confirmed.json")
+    assert done.attacks[-1].name == CONFIRM_ATTACK
+    median.adaptive = done
+    assert to_confirm([median]) == [] and numbers(median)["to_confirm"] is False

@@ -646,9 +646,25 @@ def test_rows_in_paper_order_unmatched_last() -> None:
     assert ids == sorted(ids)  # m1, m2, ... in the order shown
 
 
-def test_missing_list_commands_work_today() -> None:
+def _registry_with(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, resnet18: tuple[str, ...]) -> None:
+    """The shipped registry, its ResNet-18 entries replaced by ``resnet18-cifar10-<recipe>`` for each recipe given
+    (the file need not exist: the tables only ask whether a classifier is registered)."""
+    from zeropur_bench import registry
+
+    reg = json.loads((registry.WEIGHTS / "registry.json").read_text())
+    base = next(e for e in reg["classifiers"] if e["name"] == "resnet20-cifar10-standard")
+    reg["classifiers"] = [e for e in reg["classifiers"] if e["arch"] != "resnet18"] + [
+        {**base, "name": f"resnet18-cifar10-{r}", "arch": "resnet18", "recipe": r, "calibrations": []}
+        for r in resnet18]
+    (tmp_path / "registry.json").write_text(json.dumps(reg))
+    monkeypatch.setenv("ZEROPUR_BENCH_WEIGHTS", str(tmp_path))
+    registry.reload()  # the cache keys on the file's path: restoring the environment restores the shipped registry
+
+
+def test_missing_list_commands_work_today(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No record: the paper's own architectures need a classifier trained first (one item per architecture,
     train then run), and the shipped ResNet-20 of each recipe stands in; every command parses with the CLI."""
+    _registry_with(monkeypatch, tmp_path, ())
     import click
 
     from zeropur_bench import registry
@@ -683,6 +699,28 @@ def test_missing_list_commands_work_today() -> None:
     # ImageNet: nothing here can measure it, so no command is offered
     five = _missing(render_table(5, []))
     assert len(five) == 1 and _commands(five[0]) == []
+
+
+def test_a_shipped_paper_architecture_is_run_by_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Issue 30: once resnet18-cifar10-standard is registered, Tables 2 and 3 ask to run it by name (no training);
+    the recipes not shipped keep the train-then-run loop."""
+    _registry_with(monkeypatch, tmp_path, ("standard",))
+    two = _missing(render_table(2, []))
+    shipped = next(i for i in two if "shipped resnet18" in i)
+    assert shipped.startswith("ZeroPur-B-C, ZeroPur-B-C-F on the shipped resnet18-cifar10-standard: ")
+    assert _commands(shipped) == ["zeropur-bench run --dataset cifar10 --threat linf --model resnet18-cifar10-standard "
+                                  "--stages c --stages cf "
+                                  "--attack pgd --attack autoattack:version=rand --n-ex 1000"]
+    loop = next(i for i in two if "the paper's ResNet-18" in i)
+    assert loop.startswith("ZeroPur-V-C, ZeroPur-V-C-F, ZeroPur-S-C, ZeroPur-S-C-F on the paper's ResNet-18: "
+                           "`for r in vanilla strong; do zeropur-bench train")
+    three = _missing(render_table(3, []))
+    assert any(i.startswith("ZeroPur-B-C-F on the shipped resnet18-cifar10-standard: `zeropur-bench run --dataset "
+                            "cifar10 --threat l2 --model resnet18-cifar10-standard --stages cf") for i in three)
+    # all three shipped: no training loop is left for ResNet-18
+    (tmp_path / "all").mkdir()
+    _registry_with(monkeypatch, tmp_path / "all", ("vanilla", "standard", "strong"))
+    assert not any("the paper's ResNet-18" in i for i in _missing(render_table(2, [])))
 
 
 def test_record_fields_are_shell_quoted_in_commands() -> None:

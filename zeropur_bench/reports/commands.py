@@ -151,18 +151,34 @@ def missing_paper_rows(spec: TableSpec, prows: list[PaperRow], rows: list[Measur
     for (arch, _), ps in own.items():
         by_arch.setdefault(arch, []).extend(ps)
     for arch, ps in by_arch.items():
-        out.append(_train_then_run(spec, arch, ps))
+        out.extend(_train_then_run(spec, arch, ps))
     return out
 
 
-def _train_then_run(spec: TableSpec, arch: str, ps: list[PaperRow]) -> Missing:
-    """The paper's rows on one of its own architectures: train each recipe's classifier, then run it."""
+def _train_then_run(spec: TableSpec, arch: str, ps: list[PaperRow]) -> list[Missing]:
+    """The paper's rows on one of its own architectures: run the shipped classifier of a recipe where there is one
+    (``<arch>-<dataset>-<recipe>`` in the registry), else train each recipe's classifier, then run it."""
+    from .. import registry
+
     methods = ", ".join(dict.fromkeys(p.method for p in ps))
     name = {"resnet18": "resnet18", "wrn2810": "wrn-28-10"}.get(ps[0].arch_key)
     recipes = list(dict.fromkeys(p.recipe for p in ps if p.recipe))
     if name is None or spec.default_dataset not in ("cifar10", "cifar100") or not recipes:
-        return Missing(f"{methods} on {arch or 'the paper’s classifier'}", [],
-                       "needs data or a classifier this repository does not ship")
+        return [Missing(f"{methods} on {arch or 'the paper’s classifier'}", [],
+                        "needs data or a classifier this repository does not ship")]
+    out = []
+    shipped = [r for r in recipes if registry.get(f"{name}-{spec.default_dataset}-{r}") is not None]
+    for r in shipped:
+        model = f"{name}-{spec.default_dataset}-{r}"
+        rps = [p for p in ps if p.recipe == r]
+        cmd = run_command(dataset=spec.default_dataset, threat=spec.threat, model=model,
+                          stages=sorted({p.stages for p in rps if p.stages}), setting=spec.setting,
+                          attacks=spec.attack_args, n_ex=FILL_N_EX)
+        out.append(Missing(f"{', '.join(dict.fromkeys(p.method for p in rps))} on the shipped {model}", [cmd]))
+    recipes = [r for r in recipes if r not in shipped]
+    if not recipes:
+        return out
+    methods = ", ".join(dict.fromkeys(p.method for p in ps if p.recipe in recipes))
     run_dir = f"runs/{name}-{spec.default_dataset}-$r"
     run = run_command(dataset=spec.default_dataset, threat=spec.threat, model=name, checkpoint="CKPT",
                       recipe="RECIPE", stages=sorted({p.stages for p in ps if p.stages}), setting=spec.setting,
@@ -170,9 +186,9 @@ def _train_then_run(spec: TableSpec, arch: str, ps: list[PaperRow]) -> Missing:
     run = run.replace("CKPT", f"{run_dir}/model.pt").replace("RECIPE", "$r")
     loop = (f"for r in {' '.join(recipes)}; do zeropur-bench train --dataset {spec.default_dataset} --arch {name} "
             f"--aug $r --epochs 120 --out {run_dir} && {run}; done")
-    return Missing(f"{methods} on the paper's {arch}", [loop],
-                   "no classifier of this architecture is shipped yet; training checkpoints every epoch and resumes, "
-                   "so a CPU gets there across sessions and a GPU job sooner")
+    return out + [Missing(f"{methods} on the paper's {arch}", [loop],
+                          "no classifier of this architecture and recipe is shipped yet; training checkpoints every "
+                          "epoch and resumes, so a CPU gets there across sessions and a GPU job sooner")]
 
 
 def missing_suite(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:

@@ -20,10 +20,12 @@ from typing import Any
 import pandas as pd
 
 from ..config import default_eps
+from ..fmt import fmt_value
 from ..profile_names import SAME_C_PROFILES as _SAME_C
 from ..records import RecordView
 from ..records.view import DISPLAY_NAMES, VariantView
 from ..stats import mcnemar_two_sided
+from .commands import run_command
 
 # an attack family's column (the suite of issue 34; anything else keeps its record key)
 FAMILY_COLUMNS = {"bpda-eot": "BPDA+EOT", "pgd-eot": "Full gradient (PGD-EOT)", "square": "Square",
@@ -206,7 +208,8 @@ def numbers(row: _Row) -> dict[str, Any]:
                          "worst_case_ci_low": None, "worst_case_ci_high": None, "set_by": None, "n_adaptive": None,
                          "passes_per_prediction": row.variant.passes_per_prediction, "minutes_adaptive": None,
                          "adaptive_record": None, "transfer_record": None, "sanity": row.sanity,
-                         **{f"vs_alone_{k}": None for k in ("delta", "p", "n", "gained", "lost")}}
+                         **{f"vs_alone_{k}": None for k in ("delta", "p", "n", "gained", "lost")},
+                         "to_confirm": False}
     if row.transfer is not None:
         tv = next(v for v in row.transfer.variants.values() if _identity(row.transfer, v) == key)
         pgd = next(a.key for a in row.transfer.attacks if a.family == "pgd")
@@ -226,6 +229,7 @@ def numbers(row: _Row) -> dict[str, Any]:
                  worst_case_ci_high=w.ci[1] if w.ci else None, set_by=set_by(rec, v), n_adaptive=rec.n,
                  minutes_adaptive=_minutes(rec), adaptive_record=rec.path)
         d.update(vs_alone(row))
+        d["to_confirm"] = bool(to_confirm([row]))
     return d
 
 
@@ -260,7 +264,7 @@ def _cells(row: _Row) -> dict[str, Any]:
     d.update({c: _pct(f[c]) for c in FAMILY_COLUMNS.values()})
     if f["worst_case"] is not None:
         w = row.variant.metric("worst_case_acc")
-        d["Worst case [95% CI]"] = _with_ci(w)
+        d["Worst case [95% CI]"] = _with_ci(w) + (f" {TO_CONFIRM_MARK}" if f["to_confirm"] else "")
     if f["minutes_adaptive"] is not None:
         d["Minutes (adaptive)"] = f"{f['minutes_adaptive']:.0f}"
     if f["vs_alone_delta"] is not None:
@@ -325,6 +329,52 @@ def unmeasured(ranked_rows: list[_Row], models: list[str]) -> dict[str, list[tup
     return out
 
 
+# A defense kept above the classifier alone at this two-sided McNemar p is a surprise to confirm (issue 34: a purifier
+# on an adversarially trained classifier is expected not to beat it).
+SURPRISE_P = 0.05
+# the attack that settles such a row: AutoAttack through the purifier's own full gradient
+CONFIRM_ATTACK = "autoattack-full"
+TO_CONFIRM_MARK = "‡"
+
+
+def _attack_arg(a: Any) -> str:
+    opts = ",".join(f"{k}={fmt_value(v) if isinstance(v, float) else v}" for k, v in sorted(a.given.items()))
+    return f"{a.name}:{opts}" if opts else a.name
+
+
+def confirm_command(row: _Row) -> str:
+    """The adaptive run of ``row`` with :data:`CONFIRM_ATTACK` appended to its cascade (same images, estimator and
+    attacks; a new record beside the old one)."""
+    rec, v = row.adaptive, row.variant
+    assert rec is not None
+    opts = {k: val for k, val in v.options.items() if k != "blur"}
+    if v.name == "zeropur":
+        kw: dict[str, Any] = {"defense": "zeropur", "stages": [opts["stages"]], "profiles": [opts["profile"]]}
+    else:
+        extra = ",".join(f"{k}={val}" for k, val in sorted(opts.items()))
+        kw = {"defense": f"{v.name}:{extra}" if extra else v.name}
+    cmd = run_command(dataset=rec.dataset, threat=rec.threat, model=rec.model, eps=rec.eps, blur=v.blur,
+                      setting="adaptive", attacks=[_attack_arg(a) for a in rec.attacks] + [CONFIRM_ATTACK],
+                      n_ex=rec.n, **kw)
+    cfg = rec.raw.get("config") or {}
+    if cfg.get("estimator", "one-shot") != "one-shot":
+        cmd += f" --estimator {shlex.quote(str(cfg['estimator']))} --estimator-n {int(cfg.get('estimator_n', 1))}"
+    return cmd.replace(" --setting adaptive", " --setting adaptive --cascade") + " --out results/purifiers/"
+
+
+def to_confirm(ranked_rows: list[_Row]) -> list[_Row]:
+    """Rows kept above the classifier alone on the same images (Δ > 0, McNemar p < :data:`SURPRISE_P`) whose
+    cascade has not yet run :data:`CONFIRM_ATTACK`: an attack failure until a stronger attack says otherwise."""
+    out = []
+    for r in ranked_rows:
+        f = vs_alone(r)
+        if not f or f["vs_alone_delta"] <= 0 or f["vs_alone_p"] >= SURPRISE_P:
+            continue
+        if r.adaptive is not None and not any(a.name == CONFIRM_ATTACK for a in r.adaptive.attacks):
+            out.append(r)
+    return out
+
+
 def render_board(ranked_rows: list[_Row], transfer_rows: list[_Row], fmt: str = "markdown",
                  models: list[str] | None = None) -> str:
     """The board as markdown (a heading, the ranking, the transfer-only section, and with ``models`` the protocol's
@@ -348,11 +398,21 @@ def render_board(ranked_rows: list[_Row], transfer_rows: list[_Row], fmt: str = 
            f"'{VS_ALONE}': the worst case minus the classifier alone's (its AutoAttack row) on the examples both "
            "measured, in points, with the examples only the defense keeps (gained) and only the classifier alone "
            "keeps (lost) and the exact two-sided McNemar p: whether the purifier adds to the classifier or takes "
-           "away. "
+           f"away ({TO_CONFIRM_MARK}: above it, to confirm; see below). "
            "L∞ 8/255, CIFAR-10 test images (the first n).", "",
            ranked.to_markdown(index=False, disable_numparse=True) if len(ranked) else "(no adaptive record yet)"]
     if len(transfer_only):
         out += ["", "## transfer only: not a robustness claim", "", transfer_only.to_markdown(index=False, disable_numparse=True)]
+    surprises = to_confirm(ranked_rows)
+    if surprises:
+        out += ["", "## Above the classifier alone: to confirm", "",
+                "A purifier on top of an adversarially trained classifier is expected not to beat it. These rows "
+                f"keep more than the classifier alone on the same images (McNemar p < {SURPRISE_P:g}) and have not "
+                "yet faced AutoAttack through the purifier's own full gradient: read them as a possible attack "
+                "failure, not as added robustness, until that run says otherwise. Each line is that run (the same "
+                "cascade with it appended; a new record).", ""]
+        for r in surprises:
+            out.append(f"- {r.model}, {defense_title(r.variant)}: `{confirm_command(r)}`")
     missing = unmeasured(ranked_rows, models or [])
     if missing:
         out += ["", "## Not measured yet", "",
