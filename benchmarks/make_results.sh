@@ -172,8 +172,9 @@ for step in "${steps[@]}"; do
                 # about an hour on two cores; each run resumes from its .partial/ folder.
       for recipe in ${RECIPES:-standard strong vanilla}; do
         name=resnet18-cifar10-$recipe
-        if ! python -c "from zeropur_bench import registry; raise SystemExit(registry.get('$name') is None)"; then
-          echo "$name is not shipped yet: skipped"; continue; fi
+        rc=0; python -c "from zeropur_bench import registry; raise SystemExit(3 if registry.get('$name') is None else 0)" || rc=$?
+        [ $rc -eq 3 ] && { echo "$name is not shipped yet: skipped"; continue; }
+        [ $rc -eq 0 ] || exit $rc
         blur=gaussian:1.2; [ $recipe = vanilla ] && blur=median:3
         zp="--defense zeropur --profile authors --profile calibrated --blur $blur"
         $ZB run --dataset cifar10 --threat linf --model $name $zp --attack pgd --n-ex "${N18:-500}" \

@@ -202,10 +202,26 @@ def test_a_row_above_the_classifier_alone_is_marked_to_confirm(records) -> None:
     assert f"`{cmd}`" in md
     argv = shlex.split(cmd)
     attacks = [argv[i + 1] for i, a in enumerate(argv) if a == "--attack"]
-    assert attacks == [a.name if not a.given else f"{a.name}:" + ",".join(f"{k}={v}" for k, v in a.given.items())
-                       for a in median.adaptive.attacks] + [CONFIRM_ATTACK]
+    assert attacks == ["bpda-eot", "pgd-eot", "square:n_queries=1000", "autoattack-bpda", CONFIRM_ATTACK]
+    assert [a.name for a in median.adaptive.attacks] == [a.split(":")[0] for a in attacks[:-1]]
     assert "--cascade" in argv and argv[argv.index("--n-ex") + 1] == str(median.adaptive.n)
+    assert argv[argv.index("--batch-size") + 1] == str(median.adaptive.raw["config"]["batch_size"])
     cli.get_command(click.Context(cli), "run").make_context("run", argv[2:])  # every option exists and parses
+    # the same images, draws and numbers: a data seed, seed, dtype and batch size other than the defaults travel
+    raw = copy.deepcopy(median.adaptive.raw)
+    raw["config"].update(batch_size=250, data_seed=7, seed=3, dtype="bf16")
+    moved = copy.copy(median)
+    moved.adaptive = RecordView.from_dict(raw, path="moved.json")
+    argv = shlex.split(confirm_command(moved))
+    assert [argv[argv.index(f) + 1] for f in ("--batch-size", "--data-seed", "--seed", "--dtype")] == \
+        ["250", "7", "3", "bf16"]
+    # a defense that offers BPDA only gets no full-gradient command (it would be refused), and says so
+    (bits,) = [r for r in ranked if r.variant.name == "bit-depth"]
+    assert confirm_command(bits) is None
+    # the surrogate of the row's own full-gradient attack goes to AutoAttack too (JPEG: the differentiable JPEG)
+    (jpeg,) = [r for r in ranked if r.variant.name == "jpeg"]
+    argv = shlex.split(confirm_command(jpeg))
+    assert [argv[i + 1] for i, a in enumerate(argv) if a == "--attack"][-1] == f"{CONFIRM_ATTACK}:surrogate=diff-jpeg"
     # a record whose cascade ran the confirming attack (here: its last attack renamed) is no longer flagged
     raw = copy.deepcopy(median.adaptive.raw)
     raw["config"]["attacks"][-1]["name"] = CONFIRM_ATTACK

@@ -181,7 +181,8 @@ def _train_then_run(spec: TableSpec, arch: str, ps: list[PaperRow]) -> list[Miss
     methods = ", ".join(dict.fromkeys(p.method for p in ps if p.recipe in recipes))
     run_dir = f"runs/{name}-{spec.default_dataset}-$r"
     run = run_command(dataset=spec.default_dataset, threat=spec.threat, model=name, checkpoint="CKPT",
-                      recipe="RECIPE", stages=sorted({p.stages for p in ps if p.stages}), setting=spec.setting,
+                      recipe="RECIPE", stages=sorted({p.stages for p in ps if p.stages and p.recipe in recipes}),
+                      setting=spec.setting,
                       attacks=spec.attack_args, n_ex=FILL_N_EX)
     run = run.replace("CKPT", f"{run_dir}/model.pt").replace("RECIPE", "$r")
     loop = (f"for r in {' '.join(recipes)}; do zeropur-bench train --dataset {spec.default_dataset} --arch {name} "

@@ -338,28 +338,58 @@ TO_CONFIRM_MARK = "‡"
 
 
 def _attack_arg(a: Any) -> str:
-    opts = ",".join(f"{k}={fmt_value(v) if isinstance(v, float) else v}" for k, v in sorted(a.given.items()))
+    opts = ",".join(f"{k}={fmt_value(v)}" for k, v in sorted(a.given.items()))
     return f"{a.name}:{opts}" if opts else a.name
 
 
-def confirm_command(row: _Row) -> str:
-    """The adaptive run of ``row`` with :data:`CONFIRM_ATTACK` appended to its cascade (same images, estimator and
-    attacks; a new record beside the old one)."""
+def offers_full_gradient(name: str) -> bool | None:
+    """Whether the registered defense ``name`` offers its full gradient (None: not known before it is built, as for
+    ZeroPur, or not registered here)."""
+    from .. import defense  # noqa: F401  (registers the built-in defenses)
+    from ..defenses import get_defense
+    from ..errors import UserError
+
+    try:
+        gradients = get_defense(name).gradients
+    except UserError:
+        return None
+    return None if gradients is None else "full" in gradients
+
+
+def confirm_command(row: _Row) -> str | None:
+    """The adaptive run of ``row`` repeated with :data:`CONFIRM_ATTACK` appended to its cascade: the same images
+    (n, data seed), seed, batch size (each batch's draws follow from it), dtype, estimator, classifier file and
+    attacks, and the surrogate its full-gradient PGD-EOT used; a new record beside the old one. None when the
+    defense offers no full gradient (BPDA only): then only a differently built attack can settle the row."""
     rec, v = row.adaptive, row.variant
     assert rec is not None
+    if offers_full_gradient(v.name) is False:
+        return None
     opts = {k: val for k, val in v.options.items() if k != "blur"}
     if v.name == "zeropur":
-        kw: dict[str, Any] = {"defense": "zeropur", "stages": [opts["stages"]], "profiles": [opts["profile"]]}
+        kw: dict[str, Any] = {"defense": "zeropur", "stages": [opts["stages"]], "profiles": [opts["profile"]],
+                              "overrides": v.overrides or None}
     else:
-        extra = ",".join(f"{k}={val}" for k, val in sorted(opts.items()))
+        extra = ",".join(f"{k}={fmt_value(val)}" for k, val in sorted(opts.items()))
         kw = {"defense": f"{v.name}:{extra}" if extra else v.name}
-    cmd = run_command(dataset=rec.dataset, threat=rec.threat, model=rec.model, eps=rec.eps, blur=v.blur,
-                      setting="adaptive", attacks=[_attack_arg(a) for a in rec.attacks] + [CONFIRM_ATTACK],
-                      n_ex=rec.n, **kw)
+    surrogates = [a.given["surrogate"] for a in rec.attacks if a.family == "pgd-eot" and a.given.get("surrogate")]
+    confirm = f"{CONFIRM_ATTACK}:surrogate={surrogates[-1]}" if surrogates else CONFIRM_ATTACK
     cfg = rec.raw.get("config") or {}
+    cmd = run_command(dataset=rec.dataset, threat=rec.threat, model=rec.model, eps=rec.eps, blur=v.blur,
+                      checkpoint=cfg.get("checkpoint"), recipe=cfg.get("recipe") if cfg.get("checkpoint") else None,
+                      setting="adaptive", attacks=[_attack_arg(a) for a in rec.attacks] + [confirm], n_ex=rec.n, **kw)
+    extra_flags = [f"--batch-size {int(cfg.get('batch_size', 100))}"]
+    if cfg.get("seed") not in (None, 0):
+        extra_flags.append(f"--seed {int(cfg['seed'])}")
+    if cfg.get("data_seed") is not None:
+        extra_flags.append(f"--data-seed {int(cfg['data_seed'])}")
+    if cfg.get("dtype") not in (None, "fp32"):
+        extra_flags.append(f"--dtype {shlex.quote(str(cfg['dtype']))}")
     if cfg.get("estimator", "one-shot") != "one-shot":
-        cmd += f" --estimator {shlex.quote(str(cfg['estimator']))} --estimator-n {int(cfg.get('estimator_n', 1))}"
-    return cmd.replace(" --setting adaptive", " --setting adaptive --cascade") + " --out results/purifiers/"
+        extra_flags.append(f"--estimator {shlex.quote(str(cfg['estimator']))} "
+                           f"--estimator-n {int(cfg.get('estimator_n', 1))}")
+    return (cmd.replace(" --setting adaptive", " --setting adaptive --cascade") + " " + " ".join(extra_flags)
+            + " --out results/purifiers/")
 
 
 def to_confirm(ranked_rows: list[_Row]) -> list[_Row]:
@@ -412,7 +442,10 @@ def render_board(ranked_rows: list[_Row], transfer_rows: list[_Row], fmt: str = 
                 "failure, not as added robustness, until that run says otherwise. Each line is that run (the same "
                 "cascade with it appended; a new record).", ""]
         for r in surprises:
-            out.append(f"- {r.model}, {defense_title(r.variant)}: `{confirm_command(r)}`")
+            cmd = confirm_command(r)
+            out.append(f"- {r.model}, {defense_title(r.variant)}: " + (
+                f"`{cmd}`" if cmd else "it offers no full gradient (BPDA only): a differently built attack (a "
+                "differentiable approximation of the purifier, or a larger query budget) has to settle it"))
     missing = unmeasured(ranked_rows, models or [])
     if missing:
         out += ["", "## Not measured yet", "",
