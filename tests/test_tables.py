@@ -732,6 +732,29 @@ def test_record_fields_are_shell_quoted_in_commands() -> None:
     assert argv[argv.index("--checkpoint") + 1] == "w.pt; touch PWNED #" and "PWNED" not in argv
 
 
+def test_run_command_keywords_reach_the_run_options() -> None:
+    """Every keyword of ``run_command`` (the one builder of the commands that tables and the purifier board print)
+    becomes the ``run`` option it names, quoted; a default (seed 0, fp32, one-shot) is left out."""
+    import click
+
+    from zeropur_bench.cli import main as cli
+    from zeropur_bench.reports.commands import run_command
+
+    cmd = run_command(dataset="cifar10", threat="linf", model="resnet20-cifar10-fastat", defense="median-smoothing",
+                      setting="adaptive", cascade=True, attacks=["bpda-eot", "square:n_queries=1000"], n_ex=500,
+                      batch_size=250, seed=3, data_seed=7, dtype="bf16", estimator="worst-of-n", estimator_n=10,
+                      out="my results/")
+    argv = shlex.split(cmd)
+    params = cli.get_command(click.Context(cli), "run").make_context("run", argv[2:]).params
+    assert params["cascade"] is True and params["setting"] == "adaptive" and params["out"] == "my results/"
+    assert (params["n_ex"], params["batch_size"], params["seed"], params["data_seed"]) == (500, 250, 3, 7)
+    assert (params["dtype"], params["estimator"], params["estimator_n"]) == ("bf16", "worst-of-n", 10)
+    assert list(params["attacks"]) == ["bpda-eot", "square:n_queries=1000"]
+    plain = shlex.split(run_command(dataset="cifar10", threat="linf", model="m", seed=0, dtype="fp32",
+                                    estimator="one-shot"))
+    assert not {"--seed", "--dtype", "--estimator", "--cascade", "--batch-size", "--out"} & set(plain)
+
+
 def test_table5_imagenet_row_and_cell() -> None:
     rec = make_record(dataset="imagenet", eps=4 / 255, model="Standard_R50", arch="Standard_R50", recipe=None,
                       attacks=[AA_RAND], checkpoint=None, sha=None)

@@ -46,9 +46,12 @@ def _zp_opts(overrides: dict) -> str:
 def run_command(*, dataset: str, threat: str, model: str, checkpoint: str | None = None, recipe: str | None = None,
                 eps: float | None = None, defense: str | None = None, stages: list[str] | tuple[str, ...] = (),
                 profiles: list[str] | tuple[str, ...] = (), blur: str | None = None,
-                overrides: dict | None = None, setting: str = "transfer", attacks: list[str] | tuple[str, ...] = (),
-                n_ex: int | None = None) -> str:
-    """A ``zeropur-bench run`` command line, every value quoted (``defense`` None: the command line's default)."""
+                overrides: dict | None = None, setting: str = "transfer", cascade: bool = False,
+                attacks: list[str] | tuple[str, ...] = (), n_ex: int | None = None, batch_size: int | None = None,
+                seed: int | None = None, data_seed: int | None = None, dtype: str | None = None,
+                estimator: str | None = None, estimator_n: int | None = None, out: str | None = None) -> str:
+    """A ``zeropur-bench run`` command line, every value quoted (``defense`` None: the command line's default;
+    each of the later keywords left out: its default — seed 0, fp32, the one-shot estimator)."""
     from ..config import default_eps
 
     parts = ["zeropur-bench run", f"--dataset {_q(dataset)}", f"--threat {_q(threat)}", f"--model {_q(model)}"]
@@ -67,21 +70,35 @@ def run_command(*, dataset: str, threat: str, model: str, checkpoint: str | None
         parts.append(f"--zp {_q(_zp_opts(overrides))}")
     if setting != "transfer":
         parts.append(f"--setting {_q(setting)}")
+    if cascade:
+        parts.append("--cascade")
     parts += [f"--attack {_q(a)}" for a in attacks]
     if n_ex:
         parts.append(f"--n-ex {int(n_ex)}")
+    if batch_size is not None:
+        parts.append(f"--batch-size {int(batch_size)}")
+    if seed not in (None, 0):
+        parts.append(f"--seed {int(seed)}")
+    if data_seed is not None:
+        parts.append(f"--data-seed {int(data_seed)}")
+    if dtype not in (None, "fp32"):
+        parts.append(f"--dtype {_q(dtype)}")
+    if estimator not in (None, "one-shot"):
+        parts.append(f"--estimator {_q(estimator)} --estimator-n {int(estimator_n or 1)}")
+    if out:
+        parts.append(f"--out {_q(out)}")
     return " ".join(parts)
 
 
 def _row_command(spec: TableSpec, r: MeasuredRow, setting: str, attacks: list[str], stages: list[str],
-                 profiles: list[str]) -> str:
+                 profiles: list[str], cascade: bool = False) -> str:
     rec, v = r.record, r.variant
     ckpt = rec.checkpoint
     return run_command(dataset=rec.dataset, threat=spec.threat, model=rec.model, checkpoint=ckpt,
                        recipe=rec.recipe if ckpt and rec.recipe else None, eps=rec.eps,
                        defense=None if r.of_method else v.name, stages=stages, profiles=profiles, blur=v.blur,
-                       overrides=v.overrides if r.of_method else None, setting=setting, attacks=attacks,
-                       n_ex=rec.n)
+                       overrides=v.overrides if r.of_method else None, setting=setting, cascade=cascade,
+                       attacks=attacks, n_ex=rec.n)
 
 
 def missing_attacks(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
@@ -205,9 +222,8 @@ def missing_suite(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
         if any(a.family == "square" for a in r.record.attacks):
             continue
         cmd = _row_command(spec, r, "adaptive", ["bpda-eot", "square:n_queries=1000"], [str(r.variant.stages)],
-                           [str(r.variant.profile)])
-        out.append(Missing(f"a gradient-free attack for {r.rid}", [cmd.replace(" --setting adaptive",
-                                                                               " --setting adaptive --cascade")]))
+                           [str(r.variant.profile)], cascade=True)
+        out.append(Missing(f"a gradient-free attack for {r.rid}", [cmd]))
     return out
 
 

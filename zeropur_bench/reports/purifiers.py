@@ -228,8 +228,9 @@ def numbers(row: _Row) -> dict[str, Any]:
                  worst_case=w.acc, worst_case_ci_low=w.ci[0] if w.ci else None,
                  worst_case_ci_high=w.ci[1] if w.ci else None, set_by=set_by(rec, v), n_adaptive=rec.n,
                  minutes_adaptive=_minutes(rec), adaptive_record=rec.path)
-        d.update(vs_alone(row))
-        d["to_confirm"] = bool(to_confirm([row]))
+        f = vs_alone(row)
+        d.update(f)
+        d["to_confirm"] = _surprising(row, f)
     return d
 
 
@@ -375,34 +376,25 @@ def confirm_command(row: _Row) -> str | None:
     surrogates = [a.given["surrogate"] for a in rec.attacks if a.family == "pgd-eot" and a.given.get("surrogate")]
     confirm = f"{CONFIRM_ATTACK}:surrogate={surrogates[-1]}" if surrogates else CONFIRM_ATTACK
     cfg = rec.raw.get("config") or {}
-    cmd = run_command(dataset=rec.dataset, threat=rec.threat, model=rec.model, eps=rec.eps, blur=v.blur,
-                      checkpoint=cfg.get("checkpoint"), recipe=cfg.get("recipe") if cfg.get("checkpoint") else None,
-                      setting="adaptive", attacks=[_attack_arg(a) for a in rec.attacks] + [confirm], n_ex=rec.n, **kw)
-    extra_flags = [f"--batch-size {int(cfg.get('batch_size', 100))}"]
-    if cfg.get("seed") not in (None, 0):
-        extra_flags.append(f"--seed {int(cfg['seed'])}")
-    if cfg.get("data_seed") is not None:
-        extra_flags.append(f"--data-seed {int(cfg['data_seed'])}")
-    if cfg.get("dtype") not in (None, "fp32"):
-        extra_flags.append(f"--dtype {shlex.quote(str(cfg['dtype']))}")
-    if cfg.get("estimator", "one-shot") != "one-shot":
-        extra_flags.append(f"--estimator {shlex.quote(str(cfg['estimator']))} "
-                           f"--estimator-n {int(cfg.get('estimator_n', 1))}")
-    return (cmd.replace(" --setting adaptive", " --setting adaptive --cascade") + " " + " ".join(extra_flags)
-            + " --out results/purifiers/")
+    return run_command(dataset=rec.dataset, threat=rec.threat, model=rec.model, eps=rec.eps, blur=v.blur,
+                       checkpoint=cfg.get("checkpoint"), recipe=cfg.get("recipe") if cfg.get("checkpoint") else None,
+                       setting="adaptive", cascade=True, attacks=[_attack_arg(a) for a in rec.attacks] + [confirm],
+                       n_ex=rec.n, batch_size=int(cfg.get("batch_size", 100)), seed=cfg.get("seed"),
+                       data_seed=cfg.get("data_seed"), dtype=cfg.get("dtype"), estimator=cfg.get("estimator"),
+                       estimator_n=cfg.get("estimator_n"), out="results/purifiers/", **kw)
 
 
 def to_confirm(ranked_rows: list[_Row]) -> list[_Row]:
     """Rows kept above the classifier alone on the same images (Δ > 0, McNemar p < :data:`SURPRISE_P`) whose
     cascade has not yet run :data:`CONFIRM_ATTACK`: an attack failure until a stronger attack says otherwise."""
-    out = []
-    for r in ranked_rows:
-        f = vs_alone(r)
-        if not f or f["vs_alone_delta"] <= 0 or f["vs_alone_p"] >= SURPRISE_P:
-            continue
-        if r.adaptive is not None and not any(a.name == CONFIRM_ATTACK for a in r.adaptive.attacks):
-            out.append(r)
-    return out
+    return [r for r in ranked_rows if _surprising(r, vs_alone(r))]
+
+
+def _surprising(row: _Row, f: dict[str, Any]) -> bool:
+    """Whether ``row``, whose :func:`vs_alone` facts are ``f``, is to confirm (see :func:`to_confirm`)."""
+    if not f or f["vs_alone_delta"] <= 0 or f["vs_alone_p"] >= SURPRISE_P:
+        return False
+    return row.adaptive is not None and not any(a.name == CONFIRM_ATTACK for a in row.adaptive.attacks)
 
 
 def render_board(ranked_rows: list[_Row], transfer_rows: list[_Row], fmt: str = "markdown",
