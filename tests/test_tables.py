@@ -507,6 +507,23 @@ def test_blur_difference_and_unmatched_recipes() -> None:
     assert all("(" not in r["ResNet-18: PGD-20"] for r in tail)  # no Δ without a paper number
 
 
+def test_adversarially_trained_classifier_stands_under_no_paper_row() -> None:
+    """The paper's rows are naturally trained classifiers: ZeroPur on an adversarially trained one (the fast-AT
+    ResNet-20 has the 'standard' augmentation) shows its own values, labelled as such, with no Δ vs the paper."""
+    at = make_record(model="resnet20-cifar10-fastat", path="results/fastat.json")
+    at["provenance"]["model"]["meta"] = {"recipe": {"aug": {"name": "standard"}, "adversarial": {"name": "fgsm-rs"}}}
+    plain = make_record()
+    plain["provenance"]["model"]["meta"] = {"recipe": {"aug": {"name": "standard"}, "adversarial": {"name": "none"}}}
+    rows = [r for r in _measured(2, [at]) if r["measure"] == "paper_protocol"]
+    assert rows and all(r["paper_row"] == r["paper"] == r["delta_points"] == "" and r["value"] != "" for r in rows)
+    label = next(r for r in _measured_md(render_table(2, [at])) if "ZeroPur-C-F" in r["ResNet-18: Method"])
+    assert "standard + adversarial training (fgsm-rs)" in label["ResNet-18: Method"]
+    assert "(" not in label["ResNet-18: PGD-20"]
+    # the same record, naturally trained ('adversarial': none), stands under the paper's Standard rows with a Δ
+    rows = [r for r in _measured(2, [plain]) if r["measure"] == "paper_protocol"]
+    assert rows and all(r["paper_row"] and r["delta_points"] != "" for r in rows)
+
+
 @pytest.mark.parametrize("side, k, outside", [
     # ResNet-18 ZeroPur-B-C PGD-20 = 56.21; n = 10000 gives a CI of about ±1 point around k / n
     ("hi", 5524, False), ("hi", 5523, True), ("lo", 5718, False), ("lo", 5719, True),

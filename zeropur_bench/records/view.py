@@ -235,6 +235,15 @@ class RecordView:
         return (self.raw.get("provenance") or {}).get("model") or {}
 
     @property
+    def adversarial_training(self) -> str | None:
+        """The classifier's adversarial-training method as its checkpoint records it (e.g. ``"fgsm-rs"``), or
+        None for a naturally trained one (or one whose checkpoint does not say, such as a zoo model)."""
+        recipe = (self.model_info.get("meta") or {}).get("recipe")
+        adv = recipe.get("adversarial") if isinstance(recipe, dict) else None
+        name = adv.get("name") if isinstance(adv, dict) else adv
+        return str(name) if name and str(name) != "none" else None
+
+    @property
     def data_info(self) -> dict[str, Any]:
         return (self.raw.get("provenance") or {}).get("data") or {}
 

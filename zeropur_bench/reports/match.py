@@ -2,8 +2,9 @@
 
 A measured variant of the table's method (ZeroPur) stands under the paper's row of that method with the same
 training recipe and stages, on the same architecture when the paper has it, else on the paper's first
-architecture (the row names its own). The blur alone, the bare classifier, recipes the paper does not have and
-other purifiers (``Measured purifiers``) stand under no paper row.
+architecture (the row names its own). The blur alone, the bare classifier, recipes the paper does not have, an
+adversarially trained classifier (the paper's rows are naturally trained) and other purifiers (``Measured
+purifiers``) stand under no paper row.
 """
 from __future__ import annotations
 
@@ -99,6 +100,8 @@ class MeasuredRow:
     def where(self) -> str:
         """"ResNet-20, vanilla, blur median:3, n=1000"."""
         parts = [self.arch.short, self.record.recipe or "recipe not recorded"]
+        if self.record.adversarial_training:
+            parts[-1] += f" + adversarial training ({self.record.adversarial_training})"
         if self.named_model:
             parts.append(self.named_model)
         if self.of_method and (self.paper is None or self.variant.blur != self.paper.blur):
@@ -177,7 +180,10 @@ def measured_rows(spec: TableSpec, prows: list[PaperRow], records: list[RecordVi
         for v in rec.ordered_variants():
             if v.sweep is not None:
                 continue  # a sweep's variants are figures (zeropur-bench plot steps|grid), not table rows
-            paper, same = match_paper(spec, prows, v, arch, recipe_key(rec.recipe), rec.dataset)
+            # The paper's rows are naturally trained classifiers: an adversarially trained one (the fast-AT
+            # ResNet-20 has the 'standard' augmentation) stands under none of them, so no Δ vs paper is shown.
+            paper, same = ((None, False) if rec.adversarial_training
+                           else match_paper(spec, prows, v, arch, recipe_key(rec.recipe), rec.dataset))
             for a in groups:
                 row = MeasuredRow("", rec, v, arch, paper, same, attack=a, show_dataset=spec.dataset is None,
                                   of_method=v.name == spec.method)
