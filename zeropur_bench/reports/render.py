@@ -247,7 +247,8 @@ class Document:
 
 def legend(spec: TableSpec) -> list[str]:
     lines = ["↳ m1, m2, …: rows measured here, under the paper row of the same recipe and stages; each names its "
-             "architecture (not the paper's: a comparison across classifiers), recipe, profile and n.",
+             "architecture (not the paper's: a comparison across classifiers), recipe, profile and n. Rows with no "
+             "paper row (other recipes, adversarially trained classifiers, blur alone, no defense) come last, no Δ.",
              f"Cells: accuracy % [95% Wilson CI] (Δ = measured − paper, points), counted as the paper counts (the "
              f"attack's input alone, clean result ignored); {OUTSIDE}: the paper's number lies outside the CI."]
     if spec.setting == "transfer":
