@@ -13,7 +13,8 @@ from zeropur_bench.data import load_data
 ENTRIES = sorted(registry.entries())
 SHIPPED = [n for n in ENTRIES if not registry.get(n).file.startswith("shared:")]
 FLOORS = {"resnet20-cifar10-vanilla": 0.80, "resnet20-cifar10-standard": 0.88, "resnet20-cifar10-strong": 0.85,
-          "resnet20-cifar100-vanilla": 0.45, "resnet20-cifar100-standard": 0.62, "resnet20-cifar100-strong": 0.55}
+          "resnet20-cifar100-vanilla": 0.45, "resnet20-cifar100-standard": 0.62, "resnet20-cifar100-strong": 0.55,
+          "resnet18-cifar10-vanilla": 0.82}
 
 
 def _count(name: str, n: int | None, data_dir: str) -> int:
