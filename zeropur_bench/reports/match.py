@@ -91,17 +91,22 @@ class MeasuredRow:
         return None
 
     @property
+    def recipe(self) -> str:
+        """"standard", or "standard + adversarial training (fgsm-rs)" for an adversarially trained classifier."""
+        adv = self.record.adversarial_training
+        text = self.record.recipe or "recipe not recorded"
+        return text + (f" + adversarial training ({adv})" if adv else "")
+
+    @property
     def classifier(self) -> str:
         """"ResNet-20 standard" (and the classifier's name where :attr:`named_model` gives one)."""
-        text = f"{self.arch.short} {self.record.recipe or ''}".rstrip()
+        text = f"{self.arch.short} {self.recipe if self.record.recipe else ''}".rstrip()
         return text + (f" ({self.named_model})" if self.named_model else "")
 
     @property
     def where(self) -> str:
         """"ResNet-20, vanilla, blur median:3, n=1000"."""
-        parts = [self.arch.short, self.record.recipe or "recipe not recorded"]
-        if self.record.adversarial_training:
-            parts[-1] += f" + adversarial training ({self.record.adversarial_training})"
+        parts = [self.arch.short, self.recipe]
         if self.named_model:
             parts.append(self.named_model)
         if self.of_method and (self.paper is None or self.variant.blur != self.paper.blur):
@@ -146,9 +151,11 @@ def in_table(spec: TableSpec, rec: RecordView) -> bool:
 
 
 def match_paper(spec: TableSpec, prows: list[PaperRow], v: VariantView, arch: Arch, recipe: str,
-                dataset: str) -> tuple[PaperRow | None, bool]:
-    """(the paper's row of the table's method a variant stands under, whether the architecture is the paper's)."""
-    if v.name != spec.method:
+                dataset: str, adversarial: str | None = None) -> tuple[PaperRow | None, bool]:
+    """(the paper's row of the table's method a variant stands under, whether the architecture is the paper's).
+    The paper's rows are naturally trained classifiers: an adversarially trained one (``adversarial``, e.g. the
+    fast-AT ResNet-20 with the 'standard' augmentation) stands under none of them, so no Δ vs paper is shown."""
+    if v.name != spec.method or adversarial:
         return None, False
     zp = [p for p in prows if p.zeropur]
     if not spec.match_recipe:  # the paper's one row of the method (Table 5: recipe and stages not stated)
@@ -180,10 +187,8 @@ def measured_rows(spec: TableSpec, prows: list[PaperRow], records: list[RecordVi
         for v in rec.ordered_variants():
             if v.sweep is not None:
                 continue  # a sweep's variants are figures (zeropur-bench plot steps|grid), not table rows
-            # The paper's rows are naturally trained classifiers: an adversarially trained one (the fast-AT
-            # ResNet-20 has the 'standard' augmentation) stands under none of them, so no Δ vs paper is shown.
-            paper, same = ((None, False) if rec.adversarial_training
-                           else match_paper(spec, prows, v, arch, recipe_key(rec.recipe), rec.dataset))
+            paper, same = match_paper(spec, prows, v, arch, recipe_key(rec.recipe), rec.dataset,
+                                      rec.adversarial_training)
             for a in groups:
                 row = MeasuredRow("", rec, v, arch, paper, same, attack=a, show_dataset=spec.dataset is None,
                                   of_method=v.name == spec.method)
