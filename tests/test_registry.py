@@ -49,6 +49,18 @@ def test_registered_classifier_reproduces_first500(name: str, data_dir: str) -> 
         assert e.test_n == 10000 and e.test_acc >= FLOORS[name]
 
 
+def test_reproduce_is_the_normalised_training_command() -> None:
+    """A registry entry's reproduce command is the one its weights' metadata records (``cli_command``): the
+    ``zeropur-bench train`` form, with no machine's data folder in it."""
+    from zeropur_bench.registry import read_metadata
+
+    for name in SHIPPED:
+        e, meta = registry.get(name), read_metadata(registry.path_of(registry.get(name)))
+        if meta.get("reproduce"):
+            assert e.reproduce == meta["reproduce"], name
+            assert e.reproduce.startswith("zeropur-bench train ") and "--data-dir" not in e.reproduce, name
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ENTRIES)
 def test_registered_classifier_full_test_set(name: str, data_dir: str) -> None:

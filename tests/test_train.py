@@ -273,8 +273,9 @@ def test_ship_writes_safetensors_and_registers(data_dir: str, tmp_path: Path) ->
     from zeropur_bench.registry import read_metadata
     from zeropur_bench.train import ship
 
+    typed = f"python -m zeropur_bench.train --dataset cifar100 --data-dir {data_dir} --num-threads 1"
     res = train("cifar100", "resnet20", "vanilla", 1, tmp_path / "run", batch_size=64, n_train=256, n_test=500,
-                data_dir=data_dir, progress=False, channels_last=True, num_threads=1)
+                data_dir=data_dir, progress=False, channels_last=True, num_threads=1, command=typed)
     wdir = tmp_path / "weights"
     wdir.mkdir()
     with pytest.raises(UserError, match="below the floor"):
@@ -288,6 +289,9 @@ def test_ship_writes_safetensors_and_registers(data_dir: str, tmp_path: Path) ->
     entry = json.loads((wdir / "registry.json").read_text())["classifiers"][0]
     assert entry["name"] == "resnet20-cifar100-tiny" and entry["sha256"] == out["sha256"]
     assert entry["recipe"] == "vanilla" and entry["correct_first500"] == res["correct_first500"]
+    # the registry's reproduce command is the normalised one, not the machine-specific command line as typed
+    assert entry["reproduce"].startswith("zeropur-bench train --dataset cifar100 --arch resnet20 --aug vanilla")
+    assert "--n-train 256" in entry["reproduce"] and "--data-dir" not in entry["reproduce"]
     # how it was trained (issue 30): epochs actually trained, wall time, precision, recipe, CPU
     extra = entry["extra"]
     assert extra["epochs_trained"] == 1 and extra["adversarial"] == "none" and extra["schedule"].startswith("cosine")

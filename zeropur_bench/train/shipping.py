@@ -54,7 +54,8 @@ def ship(model_path: str | os.PathLike, name: str, data_dir: str | os.PathLike |
     """Ship a finished run's ``model.pt`` as ``<weights_dir>/<name>.safetensors`` (default: the package's
     ``weights/``) and register it under ``name`` in that folder's ``registry.json``, after checking that the
     run reached ``min_acc`` and that the written file, loaded through ``load_classifier``, reproduces the run's
-    recorded ``correct_first500`` (fp32, first 500 test images)."""
+    recorded ``correct_first500`` (fp32, first 500 test images). The entry's ``reproduce`` is the run's
+    normalised ``zeropur-bench train`` command (``cli_command``), not the command line as typed."""
     from .. import registry
     from ..classifiers import load_classifier
 
@@ -77,7 +78,10 @@ def ship(model_path: str | os.PathLike, name: str, data_dir: str | os.PathLike |
         raise RuntimeError(f"{dest}: correct_first500 {c} != recorded {ck['correct_first500']}")
     entry = registry.Entry(name=name, arch=ck["arch"], dataset=ck["dataset"], recipe=ck["recipe"]["aug"]["name"],
                            file=dest.name, sha256=written["sha256"], test_acc=ck["test_acc"], test_n=ck["test_n"],
-                           correct_first500=c, trained_on=trained_on, reproduce=ck.get("command"),
+                           correct_first500=c, trained_on=trained_on,
+                           # the normalised `zeropur-bench train` form (no machine's --data-dir); the raw command
+                           # stays in the weights' metadata
+                           reproduce=ck.get("reproduce") or ck.get("command"),
                            notes=notes, extra=training_facts(ck))
     reg_file = wdir / registry.REGISTRY_FILE.name
     data = json.loads(reg_file.read_text()) if reg_file.is_file() else {"format": "zeropur-bench/registry/v1",
