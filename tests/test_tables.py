@@ -429,9 +429,10 @@ def test_non_paper_settings_fill_neither_column(attacks: list, near: list) -> No
     for row in _compact(md):
         assert row["PGD-20 robust"] == row["AutoAttack robust"] == MISSING
     item = next(i for i in _missing(md) if rec["_path"] in i)
+    # the record's own variants, stated: the CLI's default profile (calibrated) is not this record's (paper)
     assert _commands(item) == [f"zeropur-bench run --dataset cifar10 --threat linf --model resnet20 --checkpoint "
-                               f"{RESNET20_CKPT} --recipe standard --blur gaussian:1.2 --attack pgd "
-                               "--attack autoattack:version=rand --n-ex 200"]
+                               f"{RESNET20_CKPT} --recipe standard --stages c --stages cf --profile paper "
+                               "--blur gaussian:1.2 --attack pgd --attack autoattack:version=rand --n-ex 200"]
     assert all(k in item for k in near)
 
 

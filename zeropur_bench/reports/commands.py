@@ -105,6 +105,14 @@ def missing_attacks(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
     """Records that lack one of the table's attacks (or ran it with other settings): one command per record
     that runs every attack of the table with the record's settings."""
     out: dict[str, Missing] = {}
+    # the command re-makes every ZeroPur variant of the record: its stages and profiles, stated (the CLI's default
+    # profile is not necessarily the record's)
+    zp: dict[str, tuple[set[str], set[str]]] = {}
+    for r in rows:
+        if r.of_method:
+            st, pr = zp.setdefault(r.record.path or r.rid, (set(), set()))
+            st.add(str(r.variant.stages))
+            pr.add(str(r.variant.profile))
     for r in rows:
         if spec.row_per_family:  # its rows are the attacks themselves
             continue
@@ -113,7 +121,8 @@ def missing_attacks(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
         if not lacking:
             continue
         near = [a.key for m in lacking for a in r.record.attacks if a.family in m.family]
-        cmd = _row_command(spec, r, spec.setting, spec.attack_args, [], [])
+        stages, profiles = zp.get(r.record.path or r.rid, (set(), set()))
+        cmd = _row_command(spec, r, spec.setting, spec.attack_args, sorted(stages), sorted(profiles))
         item = out.setdefault(r.record.path or r.rid, Missing(
             f"{', '.join(m.name for m in lacking)} for {r.record.model} ({r.record.path})", [cmd],
             (f"the record's {', '.join(near)} {'is' if len(near) == 1 else 'are'} not "
