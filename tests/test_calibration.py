@@ -26,7 +26,7 @@ from zeropur_bench.errors import UserError
 SHIPPED = ["resnet20-cifar10-vanilla", "resnet20-cifar10-standard", "resnet20-cifar10-strong",
            "resnet20-cifar100-vanilla", "resnet20-cifar100-standard", "resnet20-cifar100-strong",
            "resnet20-cifar10-public", "resnet56-cifar10-public", "resnet20-cifar10-fastat",
-           "resnet18-cifar10-standard"]
+           "resnet18-cifar10-standard", "resnet18-cifar10-strong"]
 
 
 def _pgd20(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
