@@ -55,7 +55,8 @@ def test_reproduce_is_the_normalised_training_command() -> None:
     from zeropur_bench.registry import read_metadata
 
     for name in SHIPPED:
-        e, meta = registry.get(name), read_metadata(registry.path_of(registry.get(name)))
+        e = registry.get(name)
+        meta = read_metadata(registry.path_of(e))
         if meta.get("reproduce"):
             assert e.reproduce == meta["reproduce"], name
             assert e.reproduce.startswith("zeropur-bench train ") and "--data-dir" not in e.reproduce, name

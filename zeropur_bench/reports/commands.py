@@ -101,34 +101,35 @@ def _row_command(spec: TableSpec, r: MeasuredRow, setting: str, attacks: list[st
                        attacks=attacks, n_ex=rec.n)
 
 
+def _zeropur_variants(rows: list[MeasuredRow]) -> tuple[list[str], list[str]]:
+    """The stages and profiles of the ZeroPur variants among ``rows``, for a command that re-makes all of them
+    (stated: the CLI's default profile is not necessarily theirs)."""
+    return (sorted({str(r.variant.stages) for r in rows if r.of_method}),
+            sorted({str(r.variant.profile) for r in rows if r.of_method}))
+
+
 def missing_attacks(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
     """Records that lack one of the table's attacks (or ran it with other settings): one command per record
-    that runs every attack of the table with the record's settings."""
-    out: dict[str, Missing] = {}
-    # the command re-makes every ZeroPur variant of the record: its stages and profiles, stated (the CLI's default
-    # profile is not necessarily the record's)
-    zp: dict[str, tuple[set[str], set[str]]] = {}
+    that runs every attack of the table with the record's settings and every ZeroPur variant of it."""
+    if spec.row_per_family:  # its rows are the attacks themselves
+        return []
+    by_record: dict[str, list[MeasuredRow]] = {}
     for r in rows:
-        if r.of_method:
-            st, pr = zp.setdefault(r.record.path or r.rid, (set(), set()))
-            st.add(str(r.variant.stages))
-            pr.add(str(r.variant.profile))
-    for r in rows:
-        if spec.row_per_family:  # its rows are the attacks themselves
-            continue
+        by_record.setdefault(r.record.path or r.rid, []).append(r)
+    out = []
+    for rs in by_record.values():
+        r = rs[-1]
         keys = {a.key for a in r.record.attacks}
         lacking = [m for m in spec.metrics if m.kind == "attack" and m.key not in keys]
         if not lacking:
             continue
         near = [a.key for m in lacking for a in r.record.attacks if a.family in m.family]
-        stages, profiles = zp.get(r.record.path or r.rid, (set(), set()))
-        cmd = _row_command(spec, r, spec.setting, spec.attack_args, sorted(stages), sorted(profiles))
-        item = out.setdefault(r.record.path or r.rid, Missing(
+        cmd = _row_command(spec, r, spec.setting, spec.attack_args, *_zeropur_variants(rs))
+        out.append(Missing(
             f"{', '.join(m.name for m in lacking)} for {r.record.model} ({r.record.path})", [cmd],
             (f"the record's {', '.join(near)} {'is' if len(near) == 1 else 'are'} not "
              f"{' / '.join(m.settings for m in lacking)}") if near else ""))
-        item.commands = [cmd]
-    return list(out.values())
+    return out
 
 
 def missing_adaptive(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
@@ -143,9 +144,7 @@ def missing_adaptive(spec: TableSpec, rows: list[MeasuredRow]) -> list[Missing]:
             groups.setdefault(key, []).append(r)
     out = []
     for rs in groups.values():
-        stages = sorted({str(r.variant.stages) for r in rs})
-        profiles = sorted({str(r.variant.profile) for r in rs})
-        cmd = _row_command(spec, rs[0], "adaptive", ["bpda-eot"], stages, profiles)
+        cmd = _row_command(spec, rs[0], "adaptive", ["bpda-eot"], *_zeropur_variants(rs))
         out.append(Missing(f"BPDA+EOT column for {', '.join(r.rid for r in rs)}", [cmd]))
     return out
 
